@@ -1,0 +1,1 @@
+"""twisted-nsq benchmarks: `make bench`."""

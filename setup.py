@@ -1,0 +1,5 @@
+"""Packaging for twisted-nsq; metadata lives in setup.cfg."""
+
+from setuptools import setup
+
+setup()

@@ -1,0 +1,374 @@
+"""
+A channel: its queue, its in-flight and deferred messages, and the clients subscribed to it.
+
+The Go nsqd races one message pump per client over a shared Go channel. Here one ``dispatch()``
+pass runs whenever readiness changes (publish, RDY, FIN, REQ, timeout, unpause, subscribe) and
+fills the ready clients' RDY windows. In-flight deadlines and deferred due times are kept in two
+heaps with lazy deletion and one timer for the whole channel.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from zope.interface import Attribute, Interface
+
+from twisted_nsq.nsqd.backend import IBackendQueue
+from twisted_nsq.nsqd.message import Message
+from twisted_nsq.wire.names import is_ephemeral
+
+if TYPE_CHECKING:
+    from twisted_nsq.nsqd.nsqd import NSQD
+
+_NEVER = float("inf")
+#: One dispatch pass writes at most about this many body bytes to a client before the next
+#: client's turn; the transport's back-pressure (``IPushProducer``) then bounds what is buffered.
+PASS_BYTES = 256 * 1024
+
+
+class ChannelError(Exception):
+    """An operation on a channel was refused; the text is NSQ's reason (e.g. ``ID not in flight``)."""
+
+
+class IChannelConsumer(Interface):
+    """A subscribed client, as a channel sees it (the TCP session provides it)."""
+
+    client_id = Attribute("int: unique per connection, owner of the messages it was sent")
+    ready_count = Attribute("int: the RDY window; 0 when not ready (also after CLS)")
+    in_flight_count = Attribute("int: messages sent and not yet FIN/REQ/timed out")
+    message_count = Attribute("int: deliveries")
+    sample_rate = Attribute("int: 0 (off) or 1..99")
+    msg_timeout = Attribute("float: this client's in-flight timeout in seconds")
+    writable = Attribute("bool: False while the transport asked us to stop producing")
+
+    def deliver(messages: list[Message]) -> None:
+        """Write these messages to the client (one pass, one write)."""
+
+    def message_timed_out() -> None:
+        """One of this client's in-flight messages timed out."""
+
+    def channel_emptied() -> None:
+        """The channel dropped all in-flight messages: in_flight_count is now 0."""
+
+    def close_for_delete() -> None:
+        """The channel is being deleted: close the connection."""
+
+
+class Channel:
+    """One channel of a topic. See the module docstring."""
+
+    def __init__(self, nsqd: NSQD, topic_name: str, name: str, backend: IBackendQueue) -> None:
+        self.nsqd = nsqd
+        self.topic_name = topic_name
+        self.name = name
+        self.ephemeral = is_ephemeral(name)
+        self.paused = False
+        self.deleted = False
+        self.message_count = 0
+        self.requeue_count = 0
+        self.timeout_count = 0
+        self.clients: dict[int, IChannelConsumer] = {}
+        self.in_flight: dict[bytes, Message] = {}
+        self.deferred: dict[bytes, Message] = {}
+        self._clock: IReactorTime = nsqd.clock
+        self._options = nsqd.options
+        self._memory: deque[Message] = deque()
+        self._memory_limit = nsqd.options.mem_queue_size
+        self._backend = backend
+        self._consumers: list[IChannelConsumer] = []
+        self._rotation = 0
+        self._in_flight_heap: list[tuple[float, int, list[Message]]] = []
+        self._deferred_heap: list[tuple[float, int, Message]] = []
+        self._sequence = itertools.count()
+        self._timer: IDelayedCall | None = None
+        self._timer_at = _NEVER
+        self._random: random.Random = nsqd.random
+        self.dirty = False
+        self.on_finish: list[Callable[[Message], None]] = []
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.topic_name}:{self.name}>"
+
+    # -- sizes ---------------------------------------------------------------------------
+
+    def depth(self) -> int:
+        return len(self._memory) + self._backend.depth()
+
+    def backend_depth(self) -> int:
+        return self._backend.depth()
+
+    def memory_depth(self) -> int:
+        return len(self._memory)
+
+    def has_room(self, count: int) -> bool:
+        """Whether ``count`` more messages can be queued without breaking the memory bound."""
+        return self._backend.unbounded or len(self._memory) + count <= self._memory_limit
+
+    # -- putting messages in ---------------------------------------------------------------
+
+    def put(self, message: Message, force: bool = False) -> None:
+        """
+        Queue a message from the topic (deferred ones wait first); dispatch follows later.
+
+        ``force`` is for messages already accepted elsewhere: they may exceed the memory bound
+        of a memory-only channel rather than be refused.
+        """
+        self.message_count += 1
+        if message.deferred > 0:
+            self._defer(message, message.deferred)
+        elif force:
+            self._requeue(message)
+        else:
+            self._enqueue(message)
+
+    def _enqueue(self, message: Message) -> None:
+        if len(self._memory) < self._memory_limit:
+            self._memory.append(message)
+        else:
+            self._backend.put(message)
+        if not self.dirty:
+            self.nsqd.mark_dirty(self)
+
+    def _requeue(self, message: Message) -> None:
+        """Put back a message that was already accepted: it may exceed the memory bound."""
+        if len(self._memory) < self._memory_limit or not self._backend.unbounded:
+            self._memory.append(message)
+        else:
+            self._backend.put(message)
+        if not self.dirty:
+            self.nsqd.mark_dirty(self)
+
+    def _defer(self, message: Message, delay: float) -> None:
+        due = self._clock.seconds() + delay
+        message.deadline = due
+        self.deferred[message.id] = message
+        heapq.heappush(self._deferred_heap, (due, next(self._sequence), message))
+        if due < self._timer_at:
+            self._schedule(due)
+
+    def _pop(self) -> Message | None:
+        if self._memory:
+            return self._memory.popleft()
+        return self._backend.read()
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def add_client(self, client: IChannelConsumer) -> None:
+        """Subscribe a client; raise ChannelError past ``--max-channel-consumers``."""
+        limit = self._options.max_channel_consumers
+        if client.client_id in self.clients:
+            return
+        if limit and len(self.clients) >= limit:
+            raise ChannelError(f"consumers for {self.topic_name}:{self.name} exceeds limit of {limit}")
+        self.clients[client.client_id] = client
+        self._consumers.append(client)
+
+    def remove_client(self, client_id: int) -> None:
+        """Unsubscribe; its in-flight messages stay until they time out (as NSQ does)."""
+        client = self.clients.pop(client_id, None)
+        if client is None:
+            return
+        self._consumers.remove(client)
+        if not self.clients and self.ephemeral and not self.deleted:
+            self.nsqd.delete_ephemeral_channel(self)
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Fill ready clients' RDY windows from the queue, round-robin, one write per client."""
+        self.dirty = False
+        if self.paused or not self._consumers:
+            return
+        consumers = self._consumers
+        count = len(consumers)
+        clock_now = self._clock.seconds()
+        in_flight = self.in_flight
+        pop = self._pop
+        randrange = self._random.randrange
+        progressed = True
+        while progressed:
+            progressed = False
+            depth = len(self._memory) + self._backend.depth()
+            if not depth:
+                return
+            start = self._rotation % count
+            self._rotation = start + 1
+            ready = [
+                c
+                for c in (consumers[start:] + consumers[:start] if start else consumers)
+                if c.writable and c.ready_count > c.in_flight_count
+            ]
+            if not ready:
+                return
+            share = -(-depth // len(ready))
+            for client in ready:
+                window = client.ready_count - client.in_flight_count
+                take = window if window < share else share
+                deadline = clock_now + client.msg_timeout
+                client_id = client.client_id
+                rate = client.sample_rate
+                batch: list[Message] = []
+                append = batch.append
+                budget = PASS_BYTES
+                while take > 0 and budget > 0:
+                    message = pop()
+                    if message is None:
+                        break
+                    progressed = True
+                    budget -= len(message.body)
+                    if rate and randrange(100) > rate:
+                        # NSQ drops a sampled-out message for the whole channel.
+                        continue
+                    message.attempts += 1
+                    message.client_id = client_id
+                    message.delivery_ts = clock_now
+                    message.deadline = deadline
+                    in_flight[message.id] = message
+                    append(message)
+                    take -= 1
+                if not batch:
+                    continue
+                heapq.heappush(self._in_flight_heap, (deadline, next(self._sequence), batch))
+                if deadline < self._timer_at:
+                    self._schedule(deadline)
+                client.in_flight_count += len(batch)
+                client.message_count += len(batch)
+                client.deliver(batch)
+
+    # -- consumer commands ---------------------------------------------------------------------
+
+    def _owned(self, client_id: int, message_id: bytes) -> Message:
+        message = self.in_flight.get(message_id)
+        if message is None:
+            raise ChannelError("ID not in flight")
+        if message.client_id != client_id:
+            raise ChannelError("client does not own message")
+        return message
+
+    def finish(self, client_id: int, message_id: bytes) -> Message:
+        """FIN: the message is done. Raises ChannelError with NSQ's reason."""
+        message = self._owned(client_id, message_id)
+        del self.in_flight[message_id]
+        for observer in self.on_finish:
+            observer(message)
+        return message
+
+    def requeue(self, client_id: int, message_id: bytes, delay: float) -> None:
+        """REQ: back to the queue now, or after ``delay`` seconds."""
+        message = self._owned(client_id, message_id)
+        del self.in_flight[message_id]
+        self.requeue_count += 1
+        if delay > 0:
+            self._defer(message, delay)
+        else:
+            self._requeue(message)
+
+    def touch(self, client_id: int, message_id: bytes, msg_timeout: float) -> None:
+        """TOUCH: a new deadline, capped at delivery time + ``--max-msg-timeout``."""
+        message = self._owned(client_id, message_id)
+        deadline = self._clock.seconds() + msg_timeout
+        cap = message.delivery_ts + self._options.max_msg_timeout
+        if deadline > cap:
+            deadline = cap
+        message.deadline = deadline
+        heapq.heappush(self._in_flight_heap, (deadline, next(self._sequence), [message]))
+        if deadline < self._timer_at:
+            self._schedule(deadline)
+
+    # -- the one timer ---------------------------------------------------------------------------
+
+    def _schedule(self, when: float) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer_at = when
+        delay = when - self._clock.seconds()
+        self._timer = self._clock.callLater(delay if delay > 0 else 0, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = _NEVER
+        self.process_timers(self._clock.seconds())
+        self.nsqd.run_dispatch()
+
+    def process_timers(self, now: float) -> None:
+        """Time out overdue in-flight messages and release due deferred ones; re-arm the timer."""
+        heap = self._in_flight_heap
+        in_flight = self.in_flight
+        while heap and heap[0][0] <= now:
+            for message in heapq.heappop(heap)[2]:
+                if in_flight.get(message.id) is message and message.deadline <= now:
+                    del in_flight[message.id]
+                    self.timeout_count += 1
+                    owner = self.clients.get(message.client_id)
+                    if owner is not None:
+                        owner.message_timed_out()
+                    self._requeue(message)
+        deferred_heap = self._deferred_heap
+        deferred = self.deferred
+        while deferred_heap and deferred_heap[0][0] <= now:
+            message = heapq.heappop(deferred_heap)[2]
+            if deferred.get(message.id) is message:
+                del deferred[message.id]
+                self._requeue(message)
+        upcoming = min(heap[0][0] if heap else _NEVER, deferred_heap[0][0] if deferred_heap else _NEVER)
+        if upcoming < self._timer_at:
+            self._schedule(upcoming)
+
+    # -- operator actions ------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def unpause(self) -> None:
+        self.paused = False
+        self.nsqd.mark_dirty(self)
+
+    def empty(self) -> None:
+        """Drop the queue, in-flight and deferred messages; clients' in-flight counts go to 0."""
+        self._memory.clear()
+        self._backend.empty()
+        self.in_flight.clear()
+        self.deferred.clear()
+        self._in_flight_heap.clear()
+        self._deferred_heap.clear()
+        for client in list(self._consumers):
+            client.channel_emptied()
+
+    def close_clients(self) -> None:
+        """Close every subscribed connection (the channel is being deleted)."""
+        for client in list(self._consumers):
+            client.close_for_delete()
+
+    def delete(self) -> None:
+        """Close clients, drop everything, release the backend, stop the timer."""
+        self.deleted = True
+        self.close_clients()
+        self.empty()
+        self._backend.delete()
+        self.stop_timer()
+
+    def stop_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = _NEVER
+
+    def close(self) -> None:
+        """Clean shutdown: keep queued, in-flight and deferred messages in the backend."""
+        self.stop_timer()
+        if not self.ephemeral and self._backend.unbounded:
+            pending = sorted(self.in_flight.values(), key=lambda m: m.delivery_ts)
+            pending += sorted(self.deferred.values(), key=lambda m: m.deadline)
+            while self._memory:
+                self._backend.put(self._memory.popleft())
+            for message in pending:
+                self._backend.put(message)
+            self.in_flight.clear()
+            self.deferred.clear()
+        self._backend.close()

@@ -1,0 +1,394 @@
+"""
+nsqd's settings: L{NSQDOptions} with Go nsqd 1.3.0's defaults, the flag table that fills it from a
+Go-style command line or C{--config} TOML file, and Go's start-up checks.
+
+Durations are float seconds. C{data_path=""} means the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+
+import attrs
+
+from twisted_nsq._cli import CONFIG_FLAG, VERSION_FLAG, FlagSpec, Kind, resolve
+from twisted_nsq._log import LOG_LEVELS
+from twisted_nsq.wire.ids import MAX_NODE_ID, default_node_id
+
+#: C{--tls-min-version} words and the TLS protocol numbers nsqd reports for them (C{/info}).
+TLS_VERSIONS: dict[str, int] = {"tls1.0": 0x0301, "tls1.1": 0x0302, "tls1.2": 0x0303, "tls1.3": 0x0304}
+TLS_REQUIRED_VALUES = ("false", "true", "tcp-https")
+TLS_CLIENT_AUTH_POLICIES = ("", "require", "require-verify")
+AUTH_HTTP_REQUEST_METHODS = ("get", "post")
+#: Experiments C{--enable-experiment} knows (NSQ master).
+EXPERIMENTS = ("topology-aware-consumption",)
+
+
+def _hostname() -> str:
+    return socket.gethostname()
+
+
+def _default_node_id() -> int:
+    return default_node_id(socket.gethostname())
+
+
+@attrs.define
+class NSQDOptions:
+    """Every nsqd setting, named after its flag (C{--mem-queue-size} is C{mem_queue_size})."""
+
+    node_id: int = attrs.field(factory=_default_node_id)
+    log_level: str = "info"
+    log_prefix: str = "[nsqd] "
+    verbose: bool = False
+
+    tcp_address: str = "0.0.0.0:4150"
+    http_address: str = "0.0.0.0:4151"
+    https_address: str = "0.0.0.0:4152"
+    broadcast_address: str = attrs.field(factory=_hostname)
+    broadcast_tcp_port: int = 0
+    broadcast_http_port: int = 0
+    lookupd_tcp_addresses: list[str] = attrs.field(factory=list)
+    auth_http_addresses: list[str] = attrs.field(factory=list)
+    auth_http_request_method: str = "get"
+    http_client_connect_timeout: float = 2.0
+    http_client_request_timeout: float = 5.0
+    topology_region: str = ""
+    topology_zone: str = ""
+    enable_experiment: list[str] = attrs.field(factory=list)
+
+    data_path: str = ""
+    mem_queue_size: int = 10000
+    max_bytes_per_file: int = 104857600
+    sync_every: int = 2500
+    sync_timeout: float = 2.0
+    queue_scan_worker_pool_max: int = 4
+    queue_scan_selection_count: int = 20
+
+    msg_timeout: float = 60.0
+    max_msg_timeout: float = 900.0
+    max_msg_size: int = 1048576
+    max_req_timeout: float = 3600.0
+    max_body_size: int = 5242880
+
+    max_heartbeat_interval: float = 60.0
+    max_rdy_count: int = 2500
+    max_output_buffer_size: int = 65536
+    max_output_buffer_timeout: float = 30.0
+    min_output_buffer_timeout: float = 0.025
+    output_buffer_timeout: float = 0.25
+    max_channel_consumers: int = 0
+
+    statsd_address: str = ""
+    statsd_prefix: str = "nsq.%s"
+    statsd_interval: float = 60.0
+    statsd_mem_stats: bool = True
+    statsd_udp_packet_size: int = 508
+    statsd_exclude_ephemeral: bool = False
+
+    e2e_processing_latency_percentiles: list[float] = attrs.field(factory=list)
+    e2e_processing_latency_window_time: float = 600.0
+
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_auth_policy: str = ""
+    tls_root_ca_file: str = ""
+    tls_required: str = "false"
+    tls_min_version: str = "tls1.0"
+
+    deflate: bool = True
+    max_deflate_level: int = 6
+    snappy: bool = True
+
+    #: No flag in nsqd 1.3.0: fixed at 60s, so the default heartbeat interval is 30s.
+    client_timeout: float = 60.0
+    #: twisted-nsq only: close a connection that has not sent its protocol magic within this
+    #: many seconds (0 disables). Go nsqd waits forever.
+    handshake_timeout: float = 10.0
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """The heartbeat interval a client gets unless IDENTIFY asks for another."""
+        return self.client_timeout / 2
+
+    @property
+    def effective_tls_required(self) -> str:
+        """C{tls_required} after Go's one implied setting: a client-auth policy requires TLS."""
+        if self.tls_client_auth_policy and self.tls_required == "false":
+            return "true"
+        return self.tls_required
+
+    @property
+    def tcp_tls_required(self) -> bool:
+        """Whether a TCP client must upgrade to TLS before anything but IDENTIFY."""
+        return self.effective_tls_required != "false"
+
+    @property
+    def http_tls_required(self) -> bool:
+        """Whether plain HTTP answers C{403 TLS_REQUIRED} (C{--tls-required=true})."""
+        return self.effective_tls_required == "true"
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether a certificate is configured (TLS upgrades and the HTTPS listener)."""
+        return bool(self.tls_cert and self.tls_key)
+
+    @property
+    def tls_min_version_number(self) -> int:
+        """The TLS protocol number of C{tls_min_version} (769 for C{tls1.0}), as C{/info} shows it."""
+        return TLS_VERSIONS[self.tls_min_version]
+
+    def resolved_data_path(self) -> str:
+        """The data directory: C{data_path}, or the current directory when it is empty."""
+        return self.data_path or os.getcwd()
+
+    def validate(self) -> None:
+        """
+        Apply nsqd's start-up checks.
+
+        Like Go, a client-auth policy with C{tls_required="false"} turns C{tls_required} to C{"true"}.
+
+        @raise ValueError: with a message naming the flag, for the first setting that is wrong.
+        """
+        if not 0 <= self.node_id <= MAX_NODE_ID:
+            raise ValueError(f"--node-id must be [0,{MAX_NODE_ID + 1}) (got {self.node_id})")
+        if not 1 <= self.max_deflate_level <= 9:
+            raise ValueError(f"--max-deflate-level must be [1,9] (got {self.max_deflate_level})")
+        for percentile in self.e2e_processing_latency_percentiles:
+            if not 0 < percentile <= 1:
+                raise ValueError(
+                    f"invalid E2E processing latency percentile: {percentile} (must be in (0,1])"
+                )
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)} (got {self.log_level!r})")
+        if self.auth_http_request_method not in AUTH_HTTP_REQUEST_METHODS:
+            raise ValueError(
+                f"--auth-http-request-method must be get or post (got {self.auth_http_request_method!r})"
+            )
+        for experiment in self.enable_experiment:
+            if experiment not in EXPERIMENTS:
+                raise ValueError(
+                    f"--enable-experiment: unknown experiment {experiment!r} "
+                    f"(known: {', '.join(EXPERIMENTS)})"
+                )
+        self._validate_tls()
+        for name in _DURATION_FIELDS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        for name in _COUNT_FIELDS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        if self.client_timeout <= 0:
+            raise ValueError("client_timeout must be positive")
+
+    def _validate_tls(self) -> None:
+        if self.tls_required not in TLS_REQUIRED_VALUES:
+            raise ValueError(f"--tls-required must be true, false or tcp-https (got {self.tls_required!r})")
+        if self.tls_client_auth_policy not in TLS_CLIENT_AUTH_POLICIES:
+            raise ValueError(
+                "--tls-client-auth-policy must be require or require-verify "
+                f"(got {self.tls_client_auth_policy!r})"
+            )
+        if self.tls_min_version not in TLS_VERSIONS:
+            raise ValueError(
+                f"--tls-min-version must be one of {', '.join(TLS_VERSIONS)} (got {self.tls_min_version!r})"
+            )
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("--tls-cert and --tls-key must be given together")
+        if self.tls_client_auth_policy and self.tls_required == "false":
+            self.tls_required = "true"
+        if self.tls_required != "false" and not self.tls_enabled:
+            raise ValueError("cannot require TLS client connections without TLS key and cert")
+
+
+_DURATION_FIELDS = (
+    "http_client_connect_timeout",
+    "http_client_request_timeout",
+    "sync_timeout",
+    "msg_timeout",
+    "max_msg_timeout",
+    "max_req_timeout",
+    "max_heartbeat_interval",
+    "max_output_buffer_timeout",
+    "min_output_buffer_timeout",
+    "output_buffer_timeout",
+    "statsd_interval",
+    "e2e_processing_latency_window_time",
+    "handshake_timeout",
+)
+_COUNT_FIELDS = (
+    "broadcast_tcp_port",
+    "broadcast_http_port",
+    "mem_queue_size",
+    "max_bytes_per_file",
+    "sync_every",
+    "queue_scan_worker_pool_max",
+    "queue_scan_selection_count",
+    "max_msg_size",
+    "max_body_size",
+    "max_rdy_count",
+    "max_output_buffer_size",
+    "max_channel_consumers",
+    "statsd_udp_packet_size",
+)
+
+
+def _flags() -> tuple[FlagSpec, ...]:
+    defaults = NSQDOptions()
+
+    def flag(
+        name: str,
+        kind: Kind,
+        help: str,
+        *,
+        attr: str = "",
+        config_key: str = "",
+        choices: tuple[str, ...] = (),
+    ) -> FlagSpec:
+        key = attr or name.replace("-", "_")
+        return FlagSpec(
+            name=name,
+            kind=kind,
+            default=getattr(defaults, key),
+            help=help,
+            attr=attr,
+            config_key=config_key,
+            choices=choices,
+        )
+
+    STR, INT, DUR, BOOL = Kind.STRING, Kind.INT, Kind.DURATION, Kind.BOOL
+    return (
+        FlagSpec(VERSION_FLAG, BOOL, False, "print the version and exit", in_config=False),
+        FlagSpec(
+            CONFIG_FLAG,
+            STR,
+            "",
+            "path to a TOML config file",
+            in_config=False,
+        ),
+        flag("log-level", STR, "log verbosity: debug, info, warn, error or fatal", choices=tuple(LOG_LEVELS)),
+        flag("log-prefix", STR, "prefix of every log line"),
+        flag("verbose", BOOL, "deprecated, has no effect (use --log-level)"),
+        flag(
+            "node-id",
+            INT,
+            "unique part of message IDs, in [0,1024); defaults to a hash of the hostname",
+            config_key="id",
+        ),
+        FlagSpec("worker-id", BOOL, False, "deprecated, has no effect (use --node-id)", in_config=False),
+        flag("tcp-address", STR, "<addr>:<port> (or a unix socket path) to listen on for TCP clients"),
+        flag("http-address", STR, "<addr>:<port> (or a unix socket path) for HTTP clients; empty disables"),
+        flag("https-address", STR, "<addr>:<port> for HTTPS clients (only with --tls-cert and --tls-key)"),
+        flag("broadcast-address", STR, "address registered with nsqlookupd; defaults to the OS hostname"),
+        flag("broadcast-tcp-port", INT, "TCP port registered with nsqlookupd (default: the bound port)"),
+        flag("broadcast-http-port", INT, "HTTP port registered with nsqlookupd (default: the bound port)"),
+        flag(
+            "lookupd-tcp-address",
+            Kind.STRING_LIST,
+            "nsqlookupd TCP address (may be given multiple times)",
+            attr="lookupd_tcp_addresses",
+            config_key="nsqlookupd_tcp_addresses",
+        ),
+        flag(
+            "auth-http-address",
+            Kind.STRING_LIST,
+            "<addr>:<port> or a full URL of an auth server (may be given multiple times)",
+            attr="auth_http_addresses",
+        ),
+        flag(
+            "auth-http-request-method",
+            STR,
+            "HTTP method of auth requests: get or post",
+            choices=AUTH_HTTP_REQUEST_METHODS,
+        ),
+        flag("http-client-connect-timeout", DUR, "connect timeout of HTTP calls (auth, nsqlookupd)"),
+        flag("http-client-request-timeout", DUR, "request timeout of HTTP calls (auth, nsqlookupd)"),
+        flag("topology-region", STR, "region of this nsqd, for topology-aware consumption"),
+        flag("topology-zone", STR, "zone of this nsqd, for topology-aware consumption"),
+        flag(
+            "enable-experiment",
+            Kind.STRING_LIST,
+            "experiment to enable: topology-aware-consumption (may be given multiple times)",
+        ),
+        flag("data-path", STR, "directory of the diskqueues and nsqd.dat (default: the current directory)"),
+        flag("mem-queue-size", INT, "messages kept in memory per topic and per channel"),
+        flag("max-bytes-per-file", INT, "bytes per diskqueue file before rolling to a new one"),
+        flag("sync-every", INT, "messages per diskqueue fsync"),
+        flag("sync-timeout", DUR, "longest time between diskqueue fsyncs"),
+        flag("queue-scan-worker-pool-max", INT, "accepted for compatibility (one timer per channel)"),
+        flag("queue-scan-selection-count", INT, "accepted for compatibility (one timer per channel)"),
+        flag("msg-timeout", DUR, "default time before an unfinished message is requeued"),
+        flag("max-msg-timeout", DUR, "longest message timeout a client may ask for"),
+        flag("max-msg-size", INT, "largest message body in bytes"),
+        flag("max-req-timeout", DUR, "longest REQ, DPUB or /pub?defer delay"),
+        flag("max-body-size", INT, "largest command body in bytes (MPUB)"),
+        flag("max-heartbeat-interval", DUR, "longest heartbeat interval a client may ask for"),
+        flag("max-rdy-count", INT, "largest RDY count a client may set"),
+        flag("max-output-buffer-size", INT, "largest output buffer a client may ask for, in bytes"),
+        flag("max-output-buffer-timeout", DUR, "longest output buffer flush delay a client may ask for"),
+        flag("min-output-buffer-timeout", DUR, "shortest output buffer flush delay a client may ask for"),
+        flag("output-buffer-timeout", DUR, "default output buffer flush delay"),
+        flag("max-channel-consumers", INT, "most consumers per channel (0 means no limit)"),
+        flag("statsd-address", STR, "UDP <addr>:<port> of a statsd daemon to push stats to"),
+        flag("statsd-prefix", STR, "prefix of statsd keys (%s becomes the broadcast address and port)"),
+        flag("statsd-interval", DUR, "time between statsd pushes"),
+        flag("statsd-mem-stats", BOOL, "also push memory statistics to statsd"),
+        flag("statsd-udp-packet-size", INT, "size in bytes of statsd UDP packets"),
+        flag("statsd-exclude-ephemeral", BOOL, "leave ephemeral topics and channels out of statsd"),
+        flag(
+            "e2e-processing-latency-percentile",
+            Kind.FLOAT_LIST,
+            "end-to-end latency percentile to track, in (0,1] "
+            "(may be given multiple times or comma separated: 1.0,0.99,0.95)",
+            attr="e2e_processing_latency_percentiles",
+        ),
+        flag("e2e-processing-latency-window-time", DUR, "time window of the end-to-end latency percentiles"),
+        flag("tls-cert", STR, "path to the TLS certificate file"),
+        flag("tls-key", STR, "path to the TLS key file"),
+        flag("tls-client-auth-policy", STR, "client certificate policy: require or require-verify"),
+        flag("tls-root-ca-file", STR, "path to the certificate authority file"),
+        flag(
+            "tls-required",
+            Kind.BOOL_OR_CHOICE,
+            "require TLS for client connections: true, false or tcp-https",
+            choices=("tcp-https",),
+        ),
+        flag(
+            "tls-min-version",
+            STR,
+            "oldest TLS version accepted: tls1.0, tls1.1, tls1.2 or tls1.3",
+            choices=tuple(TLS_VERSIONS),
+        ),
+        flag("deflate", BOOL, "let clients negotiate deflate compression"),
+        flag("max-deflate-level", INT, "highest deflate level a client may ask for, in [1,9]"),
+        flag("snappy", BOOL, "let clients negotiate snappy compression"),
+        flag(
+            "handshake-timeout",
+            DUR,
+            "(twisted-nsq) close a connection that sends no protocol magic within this time; 0 disables",
+        ),
+    )
+
+
+#: nsqd's flags, in the order of its usage text's sections; defaults come from L{NSQDOptions}.
+NSQD_FLAGS: tuple[FlagSpec, ...] = _flags()
+
+_OPTION_FIELDS = frozenset(attrs.fields_dict(NSQDOptions))
+
+
+def options_from_values(values: dict[str, object]) -> NSQDOptions:
+    """Build L{NSQDOptions} from L{resolve}'s result, ignoring the flags that are not settings."""
+    return NSQDOptions(**{key: value for key, value in values.items() if key in _OPTION_FIELDS})  # type: ignore[arg-type]
+
+
+def parse_nsqd_args(argv: Sequence[str]) -> NSQDOptions:
+    """
+    Parse an nsqd command line (Go flag syntax, C{--config} TOML) into options; not yet validated.
+
+    @raise twisted_nsq._cli.FlagError: a bad flag or value.
+    @raise twisted_nsq._cli.HelpRequested: C{-h}/C{--help}.
+    @raise twisted_nsq._cli.VersionRequested: C{--version}.
+    @raise twisted_nsq._cli.ConfigError: an unreadable or wrong config file.
+    """
+    return options_from_values(resolve(NSQD_FLAGS, argv))

@@ -1,0 +1,181 @@
+"""
+A topic: publishing, fan-out of a copy to every channel, and the queue it keeps when it cannot.
+
+Go nsqd runs a message pump per topic; on one reactor thread the pump collapses into the put:
+while the topic has channels and is not paused, a published message is handed to every channel
+at once. Otherwise it waits in the topic's own bounded queue until a channel appears or the
+topic is unpaused, exactly when Go's pump would resume.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from twisted_nsq.nsqd.backend import BackendError, IBackendQueue
+from twisted_nsq.nsqd.channel import Channel
+from twisted_nsq.nsqd.message import Message
+from twisted_nsq.wire.names import is_ephemeral
+
+if TYPE_CHECKING:
+    from twisted_nsq.nsqd.nsqd import NSQD
+
+
+class PublishError(Exception):
+    """A publish was refused; the text follows ``PUB failed `` in E_PUB_FAILED."""
+
+
+class Topic:
+    """One topic. See the module docstring."""
+
+    def __init__(self, nsqd: NSQD, name: str, backend: IBackendQueue) -> None:
+        self.nsqd = nsqd
+        self.name = name
+        self.ephemeral = is_ephemeral(name)
+        self.paused = False
+        self.deleted = False
+        self.message_count = 0
+        self.message_bytes = 0
+        self.channels: dict[str, Channel] = {}
+        self._memory: deque[Message] = deque()
+        self._memory_limit = nsqd.options.mem_queue_size
+        self._backend = backend
+
+    def __repr__(self) -> str:
+        return f"<Topic {self.name}>"
+
+    def depth(self) -> int:
+        return len(self._memory) + self._backend.depth()
+
+    def backend_depth(self) -> int:
+        return self._backend.depth()
+
+    def memory_depth(self) -> int:
+        return len(self._memory)
+
+    @property
+    def flowing(self) -> bool:
+        """Whether published messages go straight to the channels (Go's pump is running)."""
+        return bool(self.channels) and not self.paused
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(self, bodies: list[bytes], defer: float = 0.0) -> None:
+        """
+        Publish a batch atomically: every message is accepted or none is.
+
+        Raises PublishError (``exiting``, or the backend's reason when a bounded queue is
+        full).
+        """
+        if self.deleted or self.nsqd.exiting:
+            raise PublishError("exiting")
+        count = len(bodies)
+        if self.flowing:
+            for channel in self.channels.values():
+                if not channel.has_room(count):
+                    raise PublishError("queue full")
+        elif not (self._backend.unbounded or len(self._memory) + count <= self._memory_limit):
+            raise PublishError("queue full")
+        nsqd = self.nsqd
+        now = nsqd.now_ns()
+        next_id = nsqd.id_generator.next_id
+        messages = [Message(next_id(now), body, now, 0, defer) for body in bodies]
+        try:
+            if self.flowing:
+                self._fan_out(messages)
+            else:
+                for message in messages:
+                    self._store(message)
+        except BackendError as e:
+            nsqd.set_health(str(e))
+            raise PublishError(str(e)) from e
+        self.message_count += count
+        self.message_bytes += sum(map(len, bodies))
+
+    def _store(self, message: Message) -> None:
+        if len(self._memory) < self._memory_limit:
+            self._memory.append(message)
+        else:
+            self._backend.put(message)
+
+    def _fan_out(self, messages: list[Message], force: bool = False) -> None:
+        channels = list(self.channels.values())
+        first = channels[0]
+        for message in messages:
+            first.put(message, force)
+        for channel in channels[1:]:
+            for message in messages:
+                channel.put(message.copy(), force)
+
+    def _drain(self) -> None:
+        """Hand everything queued at the topic to the channels (a channel appeared or unpause)."""
+        if not self.flowing:
+            return
+        batch: list[Message] = []
+        while self._memory:
+            batch.append(self._memory.popleft())
+        message = self._backend.read()
+        while message is not None:
+            batch.append(message)
+            message = self._backend.read()
+        if batch:
+            # Already accepted: never refuse these, even past a memory-only channel's bound.
+            self._fan_out(batch, force=True)
+
+    # -- channels ---------------------------------------------------------------------------
+
+    def get_channel(self, name: str) -> Channel:
+        """The channel named ``name``, created (and announced) if it does not exist."""
+        channel = self.channels.get(name)
+        if channel is None:
+            channel = Channel(
+                self.nsqd, self.name, name, self.nsqd.make_backend(f"{self.name}:{name}", is_ephemeral(name))
+            )
+            self.channels[name] = channel
+            self.nsqd.channel_created(self, channel)
+            self._drain()
+        return channel
+
+    def find_channel(self, name: str) -> Channel | None:
+        return self.channels.get(name)
+
+    def delete_channel(self, name: str) -> None:
+        """Delete a channel (closing its clients); raise KeyError if there is none."""
+        channel = self.channels.pop(name)
+        channel.delete()
+        self.nsqd.channel_deleted(self, channel)
+        if self.ephemeral and not self.channels and not self.deleted:
+            self.nsqd.delete_topic(self.name)
+
+    # -- operator actions -------------------------------------------------------------------
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def unpause(self) -> None:
+        self.paused = False
+        self._drain()
+
+    def empty(self) -> None:
+        """Drop the topic's own queue; channels are untouched (as NSQ does)."""
+        self._memory.clear()
+        self._backend.empty()
+
+    def delete(self) -> None:
+        """Delete every channel (closing clients), drop the queue, release storage."""
+        self.deleted = True
+        for name in list(self.channels):
+            channel = self.channels.pop(name)
+            channel.delete()
+            self.nsqd.channel_deleted(self, channel)
+        self.empty()
+        self._backend.delete()
+
+    def close(self) -> None:
+        """Clean shutdown: channels flush to their backends, then the topic's memory queue."""
+        for channel in self.channels.values():
+            channel.close()
+        if not self.ephemeral and self._backend.unbounded:
+            while self._memory:
+                self._backend.put(self._memory.popleft())
+        self._backend.close()
