@@ -6,8 +6,10 @@ import json
 import struct
 import zlib
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted_nsq.nsqd.auth import AuthError, Authorization, AuthState
 
 from twisted_nsq.testing import LoopbackClient, body, make_nsqd, mpub_body
 from twisted_nsq.wire.frames import OK_FRAME
@@ -521,3 +523,109 @@ class AuthTests(Base):
         c = self.client()
         c.send(b"AUTH x\n")
         self.assertFatal(c, b"E_INVALID AUTH invalid number of parameters")
+
+
+class FakeAuthClient:
+    """Stands in for the auth-server client: answers each authorize() from a script."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool, bytes, str]] = []
+        self.pending: list[Deferred[AuthState]] = []
+
+    def authorize(
+        self, remote_ip: str, tls: bool, secret: bytes, common_name: str = ""
+    ) -> Deferred[AuthState]:
+        self.calls.append((remote_ip, tls, secret, common_name))
+        d: Deferred[AuthState] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+def _state(
+    expires_at: float, topic: str = "allowed.*", permissions: tuple[str, ...] = ("publish", "subscribe")
+) -> AuthState:
+    return AuthState(
+        identity="user",
+        identity_url="https://id/user",
+        authorizations=(Authorization(topic=topic, channels=(".*",), permissions=permissions),),
+        expires_at=expires_at,
+    )
+
+
+class AuthFlowTests(Base):
+    def setUp(self) -> None:
+        super().setUp()
+        self.nsqd = make_nsqd(self.clock, auth_http_addresses=["127.0.0.1:1"])
+        self.auth = FakeAuthClient()
+
+    def authed_client(self) -> LoopbackClient:
+        c = self.client(auth_client=self.auth)
+        c.command("AUTH", b"s3cret")
+        self.assertEqual(c.frames(), [], "no reply until the auth server answers")
+        self.auth.pending.pop().callback(_state(self.clock.seconds() + 60))
+        self.assertResponses(c, b'{"identity":"user","identity_url":"https://id/user","permission_count":1}')
+        return c
+
+    def test_identify_reports_auth_required(self) -> None:
+        c = self.client(auth_client=self.auth)
+        self.assertTrue(json.loads(c.identify(feature_negotiation=True)[0].data)["auth_required"])
+
+    def test_auth_then_publish(self) -> None:
+        c = self.authed_client()
+        self.assertEqual(self.auth.calls, [("127.0.0.1", False, b"s3cret", "")])
+        c.command("PUB allowed_t", b"x")
+        self.assertResponses(c, b"OK")
+        c.command("AUTH", b"again")
+        self.assertFatal(c, b"E_INVALID AUTH already set")
+
+    def test_commands_wait_for_auth(self) -> None:
+        c = self.client(auth_client=self.auth)
+        c.send(b"AUTH\n" + body(b"s") + b"PUB allowed\n" + body(b"x"))
+        self.assertEqual(c.frames(), [])
+        self.auth.pending.pop().callback(_state(self.clock.seconds() + 60))
+        self.assertEqual(len([f for f in c.frames() if f.is_response]), 2)
+
+    def test_auth_first(self) -> None:
+        c = self.client(auth_client=self.auth)
+        c.command("PUB allowed", b"x")
+        self.assertFatal(c, b"E_AUTH_FIRST AUTH required before PUB")
+        c = self.client(auth_client=self.auth)
+        c.command("SUB allowed ch")
+        self.assertFatal(c, b"E_AUTH_FIRST AUTH required before SUB")
+
+    def test_unauthorized(self) -> None:
+        c = self.authed_client()
+        c.command("PUB other", b"x")
+        self.assertFatal(c, b'E_UNAUTHORIZED AUTH failed for PUB on "other" ""')
+        c = self.authed_client()
+        c.send(b"MPUB other\n")
+        self.assertFatal(c, b'E_UNAUTHORIZED AUTH failed for MPUB on "other" ""')
+        c = self.authed_client()
+        c.command("SUB other ch")
+        self.assertFatal(c, b'E_UNAUTHORIZED AUTH failed for SUB on "other" "ch"')
+
+    def test_auth_server_failure(self) -> None:
+        c = self.client(auth_client=self.auth)
+        c.command("AUTH", b"bad")
+        self.auth.pending.pop().errback(AuthError("403"))
+        self.assertFatal(c, b"E_AUTH_FAILED AUTH failed")
+
+    def test_no_authorizations(self) -> None:
+        c = self.client(auth_client=self.auth)
+        c.command("AUTH", b"s")
+        self.auth.pending.pop().callback(
+            AuthState(identity="", identity_url="", authorizations=(), expires_at=self.clock.seconds() + 9)
+        )
+        self.assertFatal(c, b"E_UNAUTHORIZED AUTH no authorizations found")
+
+    def test_expired_authorization_is_refreshed(self) -> None:
+        c = self.authed_client()
+        self.clock.advance(61)
+        c.command("NOP")
+        c.frames()
+        c.command("PUB allowed", b"x")
+        self.assertEqual(c.frames(), [])
+        self.assertEqual(len(self.auth.calls), 2)
+        self.auth.pending.pop().callback(_state(self.clock.seconds() + 60))
+        self.assertResponses(c, b"OK")
+        self.assertTrue(c.protocol.client_stats()["authed"])

@@ -153,3 +153,17 @@ class DefaultNodeIDTests(SynchronousTestCase):
         node_id = default_node_id(hostname)
         self.assertTrue(0 <= node_id < 1024)
         IDGenerator(node_id)
+
+
+class BatchIDTests(SynchronousTestCase):
+    @given(
+        steps=st.lists(st.tuples(st.integers(0, 5 * 2**20), st.integers(1, 5000)), min_size=1, max_size=20)
+    )
+    @settings(max_examples=100, deadline=None)
+    def test_next_ids_matches_next_id(self, steps: list[tuple[int, int]]) -> None:
+        one, many = IDGenerator(7), IDGenerator(7)
+        now = 1_700_000_000 * 10**9
+        for delta, count in steps:
+            now += delta - 2**20
+            singles = [one.next_id(now) for _ in range(count)]
+            self.assertEqual(many.next_ids(now, count), singles)

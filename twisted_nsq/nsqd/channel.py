@@ -127,6 +127,23 @@ class Channel:
         else:
             self._enqueue(message)
 
+    def put_many(self, messages: list[Message], force: bool = False) -> None:
+        """
+        ``put`` for a batch; the common case (in memory, not deferred) is one deque extend.
+
+        A published batch shares one deferral, so its first message speaks for all of them;
+        forced (drained) batches may mix and take the per-message path.
+        """
+        memory = self._memory
+        if not force and not messages[0].deferred and len(memory) + len(messages) <= self._memory_limit:
+            self.message_count += len(messages)
+            memory.extend(messages)
+            if not self.dirty:
+                self.nsqd.mark_dirty(self)
+            return
+        for message in messages:
+            self.put(message, force)
+
     def _enqueue(self, message: Message) -> None:
         if len(self._memory) < self._memory_limit:
             self._memory.append(message)
@@ -360,15 +377,22 @@ class Channel:
         self._timer_at = _NEVER
 
     def close(self) -> None:
-        """Clean shutdown: keep queued, in-flight and deferred messages in the backend."""
+        """
+        Clean shutdown: in-flight, then deferred messages rejoin the queue (deferral timing is
+        lost, attempts are kept, as in NSQ) and everything goes to the backend.
+        """
         self.stop_timer()
-        if not self.ephemeral and self._backend.unbounded:
-            pending = sorted(self.in_flight.values(), key=lambda m: m.delivery_ts)
-            pending += sorted(self.deferred.values(), key=lambda m: m.deadline)
-            while self._memory:
-                self._backend.put(self._memory.popleft())
-            for message in pending:
-                self._backend.put(message)
-            self.in_flight.clear()
-            self.deferred.clear()
+        pending = sorted(self.in_flight.values(), key=lambda m: m.delivery_ts)
+        pending += sorted(self.deferred.values(), key=lambda m: m.deadline)
+        self.in_flight.clear()
+        self.deferred.clear()
+        self._in_flight_heap.clear()
+        self._deferred_heap.clear()
+        if self.ephemeral:
+            self._memory.clear()
+        else:
+            self._memory.extend(pending)
+            if self._backend.unbounded:
+                while self._memory:
+                    self._backend.put(self._memory.popleft())
         self._backend.close()

@@ -10,6 +10,7 @@ topic is unpaused, exactly when Go's pump would resume.
 from __future__ import annotations
 
 from collections import deque
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from twisted_nsq.nsqd.backend import BackendError, IBackendQueue
@@ -78,8 +79,11 @@ class Topic:
             raise PublishError("queue full")
         nsqd = self.nsqd
         now = nsqd.now_ns()
-        next_id = nsqd.id_generator.next_id
-        messages = [Message(next_id(now), body, now, 0, defer) for body in bodies]
+        ids = nsqd.id_generator.next_ids(now, count)
+        if defer:
+            messages = [Message(i, body, now, 0, defer) for i, body in zip(ids, bodies)]
+        else:
+            messages = list(map(Message, ids, bodies, repeat(now, count)))
         try:
             if self.flowing:
                 self._fan_out(messages)
@@ -100,12 +104,9 @@ class Topic:
 
     def _fan_out(self, messages: list[Message], force: bool = False) -> None:
         channels = list(self.channels.values())
-        first = channels[0]
-        for message in messages:
-            first.put(message, force)
+        channels[0].put_many(messages, force)
         for channel in channels[1:]:
-            for message in messages:
-                channel.put(message.copy(), force)
+            channel.put_many([message.copy() for message in messages], force)
 
     def _drain(self) -> None:
         """Hand everything queued at the topic to the channels (a channel appeared or unpause)."""

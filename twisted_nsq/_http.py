@@ -1,0 +1,384 @@
+"""
+Shared pieces of the NSQ HTTP APIs (nsqd, nsqlookupd): NSQ 1.x "V1" replies on Klein, Go-style
+query parsing, and a C{Site} that refuses oversized request bodies before buffering them.
+
+V1 replies (what go-nsq, gnsq and nsqjs expect):
+  - data: raw JSON, C{Content-Type: application/json; charset=utf-8};
+  - a string: the text itself, C{Content-Type: text/plain; charset=utf-8} (what Go's content
+    sniffing gives it), so clients never mistake C{OK} for JSON;
+  - nothing: an empty body and no C{Content-Type};
+  - an error: C{{"message":"<TEXT>"}} with the status;
+  - every one of them with C{X-NSQ-Content-Type: nsq; version=1.0}.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec
+from urllib.parse import unquote_to_bytes
+
+import attrs
+from klein import Klein
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+log = Logger()
+
+X_NSQ_CONTENT_TYPE = b"X-NSQ-Content-Type"
+V1_VERSION = b"nsq; version=1.0"
+JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+TEXT_CONTENT_TYPE = b"text/plain; charset=utf-8"
+
+#: Go's C{strconv.ParseBool}-free boolean parameters: these words, anything else means true.
+BOOL_PARAMS: dict[str, bool] = {"true": True, "1": True, "false": False, "0": False}
+
+
+class APIError(Exception):
+    """An NSQ HTTP error: the status and the C{message} text of the JSON body."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+# Go's encoding/json escapes these inside strings (HTML safety and JavaScript line separators);
+# they can only occur inside strings, so replacing them in the whole document is safe.
+_GO_JSON_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def go_json(value: Any) -> bytes:
+    """C{value} as Go's C{json.Marshal} writes it: compact, UTF-8, HTML characters escaped."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.translate(_GO_JSON_ESCAPES).encode("utf-8")
+
+
+def go_duration(ns: int) -> str:
+    """A duration in nanoseconds as Go's C{time.Duration.String()} prints it (C{1.5µs}, C{7m14s})."""
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    u = -ns if ns < 0 else ns
+    if u < 1_000_000_000:
+        if u < 1_000:
+            return f"{sign}{u}ns"
+        unit, digits = ("µs", 3) if u < 1_000_000 else ("ms", 6)
+        whole, frac = divmod(u, 10**digits)
+        return f"{sign}{whole}{_fraction(frac, digits)}{unit}"
+    seconds, frac = divmod(u, 1_000_000_000)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs}{_fraction(frac, 9)}s"
+    if seconds >= 60:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return sign + text
+
+
+def _fraction(frac: int, digits: int) -> str:
+    if not frac:
+        return ""
+    return "." + str(frac).rjust(digits, "0").rstrip("0")
+
+
+def seconds_to_ns(seconds: float) -> int:
+    """Float seconds (how our options hold durations) as Go's integer nanoseconds."""
+    return round(seconds * 1_000_000_000)
+
+
+# -- replies ----------------------------------------------------------------------------------
+
+
+def _reply(request: IRequest, code: int, body: bytes, content_type: bytes | None, v1: bool) -> bytes:
+    request.setResponseCode(code)
+    # twisted.web labels every body text/html unless told otherwise; Go labels nothing it did
+    # not sniff, and an empty body gets no Content-Type at all.
+    request.defaultContentType = None  # type: ignore[attr-defined]
+    if content_type is not None:
+        request.setHeader(b"Content-Type", content_type)
+    if v1:
+        request.setHeader(X_NSQ_CONTENT_TYPE, V1_VERSION)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body
+
+
+def respond_v1(request: IRequest, code: int, data: object) -> bytes:
+    """
+    The body of a V1 reply, with status and headers set, as Go's C{http_api.RespondV1} makes it.
+
+    On 200, C{str}/C{bytes} are written as text, C{None} as an empty body and anything else as
+    JSON; any other status sends C{{"message": str(data)}}.
+    """
+    if code == 200:
+        if data is None:
+            return _reply(request, 200, b"", None, True)
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if isinstance(data, bytes):
+            return _reply(request, 200, data, TEXT_CONTENT_TYPE if data else None, True)
+        return _reply(request, 200, go_json(data), JSON_CONTENT_TYPE, True)
+    return _reply(request, code, go_json({"message": str(data)}), JSON_CONTENT_TYPE, True)
+
+
+def respond_error(request: IRequest, code: int, message: str) -> bytes:
+    """A V1 error reply: C{{"message":"..."}} with C{code}."""
+    return respond_v1(request, code, message)
+
+
+def respond_plain(request: IRequest, code: int, text: str) -> bytes:
+    """A plain-text reply without the V1 header (Go's C{PlainText} decorator, used by C{/ping})."""
+    body = text.encode("utf-8")
+    return _reply(request, code, body, TEXT_CONTENT_TYPE if body else None, False)
+
+
+P = ParamSpec("P")
+Handler = Callable[Concatenate[IRequest, P], object]
+
+
+def v1_endpoint(
+    handler: Callable[Concatenate[IRequest, P], object],
+) -> Callable[Concatenate[IRequest, P], bytes]:
+    """
+    Turn a handler that returns data or raises L{APIError} into a Klein route answering V1.
+
+    Any other exception is logged and answered C{500 {"message":"INTERNAL_ERROR"}}, as Go's
+    router does for a panic.
+    """
+
+    @functools.wraps(handler)
+    def endpoint(request: IRequest, /, *args: P.args, **kwargs: P.kwargs) -> bytes:
+        try:
+            data = handler(request, *args, **kwargs)
+        except APIError as e:
+            return respond_v1(request, e.code, e.message)
+        except Exception:
+            log.failure("panic in HTTP handler {uri}", uri=request.uri)
+            return respond_v1(request, 500, "INTERNAL_ERROR")
+        return respond_v1(request, 200, data)
+
+    return endpoint
+
+
+def install_fallbacks(app: Klein) -> None:
+    """
+    Answer what no route handles the way NSQ's router does: 404 C{NOT_FOUND}, 405
+    C{METHOD_NOT_ALLOWED} (with C{Allow}), 500 C{INTERNAL_ERROR}; all V1 JSON.
+
+    Werkzeug's redirects (e.g. for C{//path}) keep their default rendering.
+    """
+
+    @app.handle_errors(NotFound)
+    def not_found(request: IRequest, failure: Failure) -> bytes:
+        return respond_v1(request, 404, "NOT_FOUND")
+
+    @app.handle_errors(MethodNotAllowed)
+    def method_not_allowed(request: IRequest, failure: Failure) -> bytes:
+        allowed = getattr(failure.value, "valid_methods", None) or []
+        if allowed:
+            request.setHeader(b"Allow", ", ".join(sorted(allowed)).encode("ascii"))
+        return respond_v1(request, 405, "METHOD_NOT_ALLOWED")
+
+    @app.handle_errors(Exception)
+    def internal_error(request: IRequest, failure: Failure) -> bytes:
+        if failure.check(HTTPException):
+            failure.raiseException()
+        log.failure("panic in HTTP handler {uri}", failure=failure, uri=request.uri)
+        return respond_v1(request, 500, "INTERNAL_ERROR")
+
+
+# -- query strings ----------------------------------------------------------------------------
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9a-fA-F]{2})")
+
+
+class Query:
+    """
+    A URL query string parsed as Go's C{url.ParseQuery} does it.
+
+    NSQ reads parameters from the query only (POST bodies are never form-parsed), takes the first
+    value of a repeated key, and refuses a query Go cannot parse (a bad C{%} escape or a C{;}) with
+    C{400 INVALID_REQUEST} - which L{Query.parse} raises.
+    """
+
+    def __init__(self, values: dict[str, list[str]]) -> None:
+        self.values = values
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Query:
+        """Parse C{raw} (the bytes after C{?}); raise C{APIError(400, "INVALID_REQUEST")} like nsqd."""
+        values: dict[str, list[str]] = {}
+        for pair in raw.split(b"&"):
+            if b";" in pair or _BAD_ESCAPE.search(pair):
+                raise APIError(400, "INVALID_REQUEST")
+            if not pair:
+                continue
+            key, _, value = pair.partition(b"=")
+            values.setdefault(_unescape(key), []).append(_unescape(value))
+        return cls(values)
+
+    @classmethod
+    def of(cls, request: IRequest) -> Query:
+        """The query of C{request}'s URI."""
+        uri: bytes = request.uri
+        _, _, raw = uri.partition(b"?")
+        return cls.parse(raw)
+
+    def get(self, key: str) -> str | None:
+        """The first value of C{key}, or C{None} when the key is absent."""
+        found = self.values.get(key)
+        return found[0] if found else None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+    def flag(self, key: str, default: bool = True) -> bool:
+        """A boolean parameter: C{true}/C{1}/C{false}/C{0}; absent or anything else is C{default}."""
+        value = self.get(key)
+        if value is None:
+            return default
+        return BOOL_PARAMS.get(value, default)
+
+
+def _unescape(value: bytes) -> str:
+    return unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8", "replace")
+
+
+# -- request limits ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class BodyLimit:
+    """The largest request body an endpoint takes, and the error text when a body is larger."""
+
+    size: int
+    message: str
+
+
+#: Picks the limit for a request from its method and raw URI (query included).
+BodyLimitPolicy = Callable[[bytes, bytes], BodyLimit]
+
+
+class LimitedRequest(server.Request):
+    """
+    A request that never holds more body than its endpoint allows.
+
+    twisted.web buffers a whole body before rendering (twisted#4898): here the C{Content-Length}
+    is checked as soon as the headers are in, and a chunked body while it streams. Too large
+    means a V1 413 reply straight away and the connection closed, as Go's nsqd answers from the
+    Content-Length alone. The whole request (headers and body) must also arrive within the
+    site's C{request_timeout}.
+    """
+
+    site: LimitedSite
+
+    def __init__(self, channel: http.HTTPChannel, queued: object = None) -> None:
+        # Go never parses form bodies; do not let twisted.web do it either.
+        super().__init__(channel, parsePOSTFormSubmission=False)
+        self._limit: BodyLimit | None = None
+        self._received = 0
+        self._rejected = False
+        self._deadline: IDelayedCall | None = None
+        site = channel.site
+        if isinstance(site, LimitedSite) and site.request_timeout > 0:
+            self._deadline = site.reactor.callLater(site.request_timeout, self._too_slow)
+
+    def gotLength(self, length: int | None) -> None:
+        site = self.channel.site
+        if isinstance(site, LimitedSite):
+            # The request line is parsed but not handed to us until the body is in; the channel
+            # already holds it.
+            method: bytes = getattr(self.channel, "_command", b"")
+            uri: bytes = getattr(self.channel, "_path", b"")
+            self._limit = site.body_limit(method, uri)
+            if length is not None and length > self._limit.size:
+                self._reject(self._limit)
+                return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._rejected:
+            return
+        self._received += len(data)
+        if self._limit is not None and self._received > self._limit.size:
+            self._reject(self._limit)
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if self._rejected:
+            return
+        self._cancel_deadline()
+        super().process()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _reject(self, limit: BodyLimit) -> None:
+        self._rejected = True
+        self._cancel_deadline()
+        self.content = None  # type: ignore[assignment]
+        # Answer now, before the client sends the body; no "100 Continue" must follow.
+        self.requestHeaders.removeHeader(b"Expect")
+        self._raw_reply(413, b"Request Entity Too Large", go_json({"message": limit.message}))
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self._rejected and not self.finished:
+            self._rejected = True
+            self._raw_reply(408, b"Request Timeout", go_json({"message": "REQUEST_TIMEOUT"}))
+
+    def _raw_reply(self, code: int, reason: bytes, body: bytes) -> None:
+        # The request is not dispatched (and never will be): write a whole response on the wire
+        # and close, the way twisted.web answers a malformed request.
+        head = [
+            b"HTTP/1.1 %d %s" % (code, reason),
+            b"Content-Type: " + JSON_CONTENT_TYPE,
+            X_NSQ_CONTENT_TYPE + b": " + V1_VERSION,
+            b"Content-Length: %d" % len(body),
+            b"Connection: close",
+        ]
+        channel = self.channel
+        channel.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)  # type: ignore[union-attr]
+        channel.loseConnection()
+
+
+class LimitedSite(server.Site):
+    """
+    A C{Site} whose requests are L{LimitedRequest}s.
+
+    @ivar body_limit: the per-endpoint body limit policy.
+    @ivar request_timeout: seconds a client has to send a whole request (0 disables).
+    """
+
+    requestFactory = LimitedRequest
+
+    def __init__(
+        self,
+        resource: IResource,
+        body_limit: BodyLimitPolicy,
+        reactor: IReactorTime,
+        timeout: float = 60.0,
+        request_timeout: float = 60.0,
+    ) -> None:
+        super().__init__(resource, reactor=reactor, timeout=timeout)  # type: ignore[no-untyped-call]
+        self.body_limit = body_limit
+        self.request_timeout = request_timeout

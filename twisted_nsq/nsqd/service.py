@@ -1,0 +1,299 @@
+"""
+L{NSQDService}: one nsqd's start-up and shutdown, in Go nsqd's order.
+
+Start: lock the data path, validate the options, bind TCP, HTTP and HTTPS, then start the core
+(which loads C{nsqd.dat}) and the child services (lookupd links and the like). Stop: close the
+TCP listener and every client, the HTTP listeners, flush the core to disk, stop the children,
+then unlock the data path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import platform
+from typing import Any
+
+import attrs
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.web.server import Site
+
+from twisted_nsq._version import VERSION_STRING
+from twisted_nsq.nsqd.http import NSQDHTTP
+from twisted_nsq.nsqd.nsqd import NSQD
+from twisted_nsq.nsqd.options import NSQDOptions
+from twisted_nsq.nsqd.protocol import NSQDFactory
+from twisted_nsq.nsqd.tls import server_tls_options
+
+_log = Logger()
+
+
+class StartupError(Exception):
+    """nsqd cannot start: the data path is locked, an option is wrong, or a listener cannot bind."""
+
+
+@attrs.frozen
+class ListenAddress:
+    """
+    A Go listen address: C{host:port}, C{[v6]:port}, C{:port}, or (anything else) a unix socket path.
+    """
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @property
+    def is_unix(self) -> bool:
+        return bool(self.path)
+
+    @classmethod
+    def parse(cls, address: str) -> ListenAddress:
+        """
+        Read C{address} the way nsqd does: whatever Go's C{net.SplitHostPort} accepts is TCP, and
+        everything else is a unix socket path.
+
+        @raise ValueError: a TCP address whose port is not a number in [0, 65535].
+        """
+        host_port = _split_host_port(address)
+        if host_port is None:
+            return cls(path=address)
+        host, port_text = host_port
+        if port_text and not port_text.isdigit():
+            raise ValueError(f"invalid port {port_text!r} in address {address!r}")
+        port = int(port_text or "0")
+        if port > 65535:
+            raise ValueError(f"invalid port {port} in address {address!r}")
+        return cls(host=host, port=port)
+
+    def endpoint_description(self) -> str:
+        """This address as a Twisted server endpoint string for C{serverFromString}."""
+        if self.is_unix:
+            return f"unix:address={_quote(self.path)}"
+        # Go's empty host means every interface; we bind every IPv4 interface.
+        host = self.host or "0.0.0.0"
+        kind = "tcp6" if ":" in host else "tcp"
+        return f"{kind}:port={self.port}:interface={_quote(host)}"
+
+
+def _split_host_port(address: str) -> tuple[str, str] | None:
+    """Go's C{net.SplitHostPort}, returning C{None} where Go returns an error."""
+    if address.startswith("["):
+        end = address.find("]")
+        if end < 0 or address[end + 1 : end + 2] != ":":
+            return None
+        host, port = address[1:end], address[end + 2 :]
+        if "[" in host or "]" in port or "[" in port:
+            return None
+        return host, port
+    host, colon, port = address.rpartition(":")
+    if not colon or ":" in host or "[" in address or "]" in address:
+        return None
+    return host, port
+
+
+def _quote(value: str) -> str:
+    # Endpoint strings split on ':' and '='; a backslash escapes them.
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def describe_port(port: IListeningPort) -> tuple[str, int]:
+    """The printable address and the port number (-1 for a unix socket) of a listening port."""
+    address: Any = port.getHost()
+    name = getattr(address, "name", None)
+    if name is not None:
+        return (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)), -1
+    host: str = address.host
+    number: int = address.port
+    if ":" in host:
+        return f"[{host}]:{number}", number
+    return f"{host}:{number}", number
+
+
+class DataPathLock:
+    """
+    An exclusive C{flock} on the data directory itself, the lock Go nsqd takes: two nsqds (Go or
+    ours) cannot share a data path.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def locked(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """
+        Take the lock without waiting.
+
+        @raise StartupError: the directory cannot be opened, or another process holds the lock.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise StartupError(f"failed to lock data-path: {e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StartupError(
+                f"--data-path={self.path} in use (possibly by another instance of nsqd)"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (closing the descriptor releases it)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _listen_now(reactor: IReactorTime, address: ListenAddress, factory: IProtocolFactory) -> IListeningPort:
+    """
+    Listen on C{address}, returning the port or raising.
+
+    TCP and UNIX server endpoints bind inside C{listen()}, so its Deferred has already fired; taking
+    the result here keeps C{startService} synchronous, which is what makes a busy port fail
+    C{twistd}/C{twist} and the console script at once.
+    """
+    outcome: list[object] = []
+    endpoint: IStreamServerEndpoint = serverFromString(  # type: ignore[no-untyped-call]
+        reactor, address.endpoint_description()
+    )
+    endpoint.listen(factory).addBoth(outcome.append)
+    if not outcome:
+        raise StartupError("the endpoint did not listen synchronously")
+    result = outcome[0]
+    if isinstance(result, Failure):
+        raise StartupError(str(result.value))
+    assert IListeningPort.providedBy(result)
+    port: IListeningPort = result
+    return port
+
+
+class NSQDService(MultiService):
+    """
+    Runs one nsqd: the core, the TCP, HTTP and HTTPS listeners, and any child services.
+
+    C{startService} raises L{StartupError} (after undoing what it did) when nsqd cannot start.
+    C{stopService} returns a Deferred that fires once everything is flushed and the data path is
+    unlocked. After a start, C{nsqd}, C{factory} and the C{*_listening_port} attributes are set.
+    """
+
+    def __init__(self, options: NSQDOptions, reactor: IReactorTime) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.options = options
+        self._reactor = reactor
+        self._lock = DataPathLock(options.resolved_data_path())
+        self.nsqd: NSQD | None = None
+        self.factory: NSQDFactory | None = None
+        self.tcp_listening_port: IListeningPort | None = None
+        self.http_listening_port: IListeningPort | None = None
+        self.https_listening_port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        if self.running:
+            return
+        try:
+            self._start()
+        except BaseException:
+            self._undo_start()
+            raise
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def _start(self) -> None:
+        options = self.options
+        self._lock.acquire()
+        try:
+            options.validate()
+            tcp = ListenAddress.parse(options.tcp_address)
+            http = ListenAddress.parse(options.http_address) if options.http_address else None
+            https = ListenAddress.parse(options.https_address) if options.https_address else None
+        except ValueError as e:
+            raise StartupError(str(e)) from None
+        _log.info(
+            "nsqd v{version} (built w/python{python})",
+            version=VERSION_STRING,
+            python=platform.python_version(),
+        )
+        _log.info("ID: {node_id}", node_id=options.node_id)
+        nsqd = self.nsqd = NSQD(options, self._reactor)
+        try:
+            tls_options = server_tls_options(options)
+        except ValueError as e:
+            raise StartupError(f"failed to build TLS config - {e}") from None
+        factory = self.factory = NSQDFactory(nsqd, self._reactor, tls_options)
+
+        self.tcp_listening_port = self._bind("TCP", tcp, factory)
+        _, nsqd.tcp_port = describe_port(self.tcp_listening_port)
+        resource = NSQDHTTP(nsqd).resource()
+        site = Site(resource)  # type: ignore[no-untyped-call]
+        if http is not None:
+            self.http_listening_port = self._bind("HTTP", http, site)
+            _, nsqd.http_port = describe_port(self.http_listening_port)
+        if tls_options is not None and https is not None:
+            secure = TLSMemoryBIOFactory(tls_options, False, site)
+            self.https_listening_port = self._bind("HTTPS", https, secure)
+            _, nsqd.https_port = describe_port(self.https_listening_port)
+        nsqd.start()
+
+    def _bind(self, name: str, address: ListenAddress, factory: IProtocolFactory) -> IListeningPort:
+        try:
+            port = _listen_now(self._reactor, address, factory)
+        except StartupError as e:
+            raise StartupError(f"listen ({_display(address)}) failed - {e}") from None
+        printable, _ = describe_port(port)
+        _log.info("{protocol}: listening on {address}", protocol=name, address=printable)
+        return port
+
+    def _undo_start(self) -> None:
+        for port in (self.https_listening_port, self.http_listening_port, self.tcp_listening_port):
+            if port is not None:
+                port.stopListening()
+        self.tcp_listening_port = self.http_listening_port = self.https_listening_port = None
+        self._lock.release()
+
+    def stopService(self) -> Deferred[None]:
+        if not self.running:
+            return succeed(None)
+        return ensureDeferred(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self._close_port("TCP", self.tcp_listening_port)
+            self.tcp_listening_port = None
+            if self.factory is not None:
+                await self.factory.close_connections()
+            await self._close_port("HTTP", self.http_listening_port)
+            await self._close_port("HTTPS", self.https_listening_port)
+            self.http_listening_port = self.https_listening_port = None
+            if self.nsqd is not None:
+                await self.nsqd.close()
+            await super().stopService()  # type: ignore[no-untyped-call]
+        finally:
+            self.running = False
+            self._lock.release()
+
+    async def _close_port(self, name: str, port: IListeningPort | None) -> None:
+        if port is None:
+            return
+        printable, _ = describe_port(port)
+        _log.info("{protocol}: closing {address}", protocol=name, address=printable)
+        stopped = port.stopListening()
+        if stopped is not None:
+            await stopped
+
+
+def _display(address: ListenAddress) -> str:
+    if address.is_unix:
+        return address.path
+    if ":" in address.host:
+        return f"[{address.host}]:{address.port}"
+    return f"{address.host}:{address.port}"
