@@ -81,7 +81,7 @@ class Topic:
         now = nsqd.now_ns()
         ids = nsqd.id_generator.next_ids(now, count)
         if defer:
-            messages = [Message(i, body, now, 0, defer) for i, body in zip(ids, bodies)]
+            messages = [Message(i, body, now, 0, defer) for i, body in zip(ids, bodies, strict=True)]
         else:
             messages = list(map(Message, ids, bodies, repeat(now, count)))
         try:
