@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from fractions import Fraction
 
 MAGIC_V2 = b"  V2"
 
@@ -60,9 +61,7 @@ def fin_lines(ids: Sequence[bytes | bytearray]) -> bytes:
     return b"FIN " + b"\nFIN ".join(ids) + b"\n"
 
 
-def take_frames(
-    buffer: bytearray, offset: int, ids: list[bytearray], others: list[tuple[int, bytes]]
-) -> int:
+def take_frames(buffer: bytearray, offset: int, ids: list[bytearray], others: list[tuple[int, bytes]]) -> int:
     """
     Scan the complete frames in C{buffer} from C{offset}.
 
@@ -112,7 +111,10 @@ def take_messages(
             if size < 4 + 26:
                 raise ProtocolError(f"message frame of size {size} is too short")
             messages.append(
-                (bytes(buffer[offset + _ID_START : offset + _ID_END]), bytes(buffer[offset + _BODY_START : frame_end]))
+                (
+                    bytes(buffer[offset + _ID_START : offset + _ID_END]),
+                    bytes(buffer[offset + _BODY_START : frame_end]),
+                )
             )
         else:
             others.append((frame_type, bytes(buffer[offset + 8 : frame_end])))
@@ -145,7 +147,8 @@ def percentile(ordered: Sequence[int | float], p: float) -> float:
         raise ValueError("no values")
     if not 0 < p <= 100:
         raise ValueError(f"percentile {p} is outside (0, 100]")
-    rank = math.ceil(p / 100 * len(ordered))
+    # Exact arithmetic: in floats, 99.9 / 100 * 1000 is just above 999 and would round up to 1000.
+    rank = math.ceil(Fraction(str(p)) * len(ordered) / 100)
     return ordered[max(rank, 1) - 1]
 
 

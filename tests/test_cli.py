@@ -182,7 +182,7 @@ class ErrorTests(SynchronousTestCase):
         self.assertFlagError('invalid value "abc" for flag -ratio: parse error', "--ratio=abc")
         self.assertFlagError('invalid value "60" for flag -timeout: parse error', "--timeout=60")
         self.assertFlagError('invalid boolean value "yes" for -verbose: parse error', "--verbose=yes")
-        self.assertFlagError('invalid value "x" for flag -percentile: parse error', "--percentile=0.5,x")
+        self.assertFlagError('invalid value "0.5,x" for flag -percentile: parse error', "--percentile=0.5,x")
 
     def test_bad_syntax(self) -> None:
         self.assertFlagError("bad flag syntax: ---count", "---count")
@@ -290,7 +290,7 @@ class ConfigTests(SynchronousTestCase):
     """C{--config} TOML files and precedence."""
 
     def config(self, text: str) -> str:
-        path = self.mktemp()
+        path: str = self.mktemp()
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return path
@@ -352,7 +352,7 @@ class ConfigTests(SynchronousTestCase):
             "count = true",
             "count = 1.5",
             "address = 5\n",
-            'timeout = "60"\ntimeout = 1',
+            'timeout = "sixty"',
             "timeout = 1.5",
             "snappy = 1",
             "all_peers = [1]",

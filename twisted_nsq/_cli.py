@@ -574,8 +574,10 @@ def stop_on_signals(reactor: IReactorCore, call_from_thread: Callable[..., None]
         stopping = True
 
     def stop(name: str) -> None:
+        nonlocal stopping
         if stopping:
             return
+        stopping = True
         _log.info("{signal}: shutting down", signal=name)
         try:
             reactor.stop()

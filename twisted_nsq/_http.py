@@ -17,7 +17,7 @@ import functools
 import json
 import re
 from collections.abc import Callable
-from typing import Any, Concatenate, ParamSpec
+from typing import Any, Concatenate, ParamSpec, cast
 from urllib.parse import unquote_to_bytes
 
 import attrs
@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 log = Logger()
@@ -102,20 +103,21 @@ def seconds_to_ns(seconds: float) -> int:
 # -- replies ----------------------------------------------------------------------------------
 
 
-def _reply(request: IRequest, code: int, body: bytes, content_type: bytes | None, v1: bool) -> bytes:
+def _reply(request: Request, code: int, body: bytes, content_type: bytes | None, v1: bool) -> bytes:
     request.setResponseCode(code)
     # twisted.web labels every body text/html unless told otherwise; Go labels nothing it did
     # not sniff, and an empty body gets no Content-Type at all.
-    request.defaultContentType = None  # type: ignore[attr-defined]
+    request.defaultContentType = None
+    headers = request.responseHeaders
     if content_type is not None:
-        request.setHeader(b"Content-Type", content_type)
+        headers.setRawHeaders(b"Content-Type", [content_type])
     if v1:
-        request.setHeader(X_NSQ_CONTENT_TYPE, V1_VERSION)
-    request.setHeader(b"Content-Length", b"%d" % len(body))
+        headers.setRawHeaders(X_NSQ_CONTENT_TYPE, [V1_VERSION])
+    headers.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
     return body
 
 
-def respond_v1(request: IRequest, code: int, data: object) -> bytes:
+def respond_v1(request: Request, code: int, data: object) -> bytes:
     """
     The body of a V1 reply, with status and headers set, as Go's C{http_api.RespondV1} makes it.
 
@@ -133,24 +135,24 @@ def respond_v1(request: IRequest, code: int, data: object) -> bytes:
     return _reply(request, code, go_json({"message": str(data)}), JSON_CONTENT_TYPE, True)
 
 
-def respond_error(request: IRequest, code: int, message: str) -> bytes:
+def respond_error(request: Request, code: int, message: str) -> bytes:
     """A V1 error reply: C{{"message":"..."}} with C{code}."""
     return respond_v1(request, code, message)
 
 
-def respond_plain(request: IRequest, code: int, text: str) -> bytes:
+def respond_plain(request: Request, code: int, text: str) -> bytes:
     """A plain-text reply without the V1 header (Go's C{PlainText} decorator, used by C{/ping})."""
     body = text.encode("utf-8")
     return _reply(request, code, body, TEXT_CONTENT_TYPE if body else None, False)
 
 
 P = ParamSpec("P")
-Handler = Callable[Concatenate[IRequest, P], object]
+Handler = Callable[Concatenate[Request, P], object]
 
 
 def v1_endpoint(
-    handler: Callable[Concatenate[IRequest, P], object],
-) -> Callable[Concatenate[IRequest, P], bytes]:
+    handler: Callable[Concatenate[Request, P], object],
+) -> Callable[Concatenate[Request, P], bytes]:
     """
     Turn a handler that returns data or raises L{APIError} into a Klein route answering V1.
 
@@ -159,7 +161,7 @@ def v1_endpoint(
     """
 
     @functools.wraps(handler)
-    def endpoint(request: IRequest, /, *args: P.args, **kwargs: P.kwargs) -> bytes:
+    def endpoint(request: Request, /, *args: P.args, **kwargs: P.kwargs) -> bytes:
         try:
             data = handler(request, *args, **kwargs)
         except APIError as e:
@@ -182,21 +184,23 @@ def install_fallbacks(app: Klein) -> None:
 
     @app.handle_errors(NotFound)
     def not_found(request: IRequest, failure: Failure) -> bytes:
-        return respond_v1(request, 404, "NOT_FOUND")
+        return respond_v1(cast(Request, request), 404, "NOT_FOUND")
 
     @app.handle_errors(MethodNotAllowed)
     def method_not_allowed(request: IRequest, failure: Failure) -> bytes:
         allowed = getattr(failure.value, "valid_methods", None) or []
         if allowed:
-            request.setHeader(b"Allow", ", ".join(sorted(allowed)).encode("ascii"))
-        return respond_v1(request, 405, "METHOD_NOT_ALLOWED")
+            cast(Request, request).responseHeaders.setRawHeaders(
+                b"Allow", [", ".join(sorted(allowed)).encode("ascii")]
+            )
+        return respond_v1(cast(Request, request), 405, "METHOD_NOT_ALLOWED")
 
     @app.handle_errors(Exception)
     def internal_error(request: IRequest, failure: Failure) -> bytes:
-        if failure.check(HTTPException):
+        if isinstance(failure.value, HTTPException):
             failure.raiseException()
         log.failure("panic in HTTP handler {uri}", failure=failure, uri=request.uri)
-        return respond_v1(request, 500, "INTERNAL_ERROR")
+        return respond_v1(cast(Request, request), 500, "INTERNAL_ERROR")
 
 
 # -- query strings ----------------------------------------------------------------------------
@@ -230,7 +234,7 @@ class Query:
         return cls(values)
 
     @classmethod
-    def of(cls, request: IRequest) -> Query:
+    def of(cls, request: Request) -> Query:
         """The query of C{request}'s URI."""
         uri: bytes = request.uri
         _, _, raw = uri.partition(b"?")
@@ -282,31 +286,28 @@ class LimitedRequest(server.Request):
     site's C{request_timeout}.
     """
 
-    site: LimitedSite
-
-    def __init__(self, channel: http.HTTPChannel, queued: object = None) -> None:
+    def __init__(self, channel: http.HTTPChannel, *args: object, **kwargs: object) -> None:
         # Go never parses form bodies; do not let twisted.web do it either.
-        super().__init__(channel, parsePOSTFormSubmission=False)
+        super().__init__(channel, parsePOSTFormSubmission=False)  # type: ignore[no-untyped-call]
         self._limit: BodyLimit | None = None
         self._received = 0
         self._rejected = False
         self._deadline: IDelayedCall | None = None
-        site = channel.site
-        if isinstance(site, LimitedSite) and site.request_timeout > 0:
-            self._deadline = site.reactor.callLater(site.request_timeout, self._too_slow)
+        self._site = getattr(channel, "site", None)
+        if isinstance(self._site, LimitedSite) and self._site.request_timeout > 0:
+            self._deadline = self._site.reactor.callLater(self._site.request_timeout, self._too_slow)
 
     def gotLength(self, length: int | None) -> None:
-        site = self.channel.site
-        if isinstance(site, LimitedSite):
-            # The request line is parsed but not handed to us until the body is in; the channel
-            # already holds it.
+        if isinstance(self._site, LimitedSite):
+            # The request line is parsed but handed to the request only once the body is in;
+            # until then the channel holds it.
             method: bytes = getattr(self.channel, "_command", b"")
             uri: bytes = getattr(self.channel, "_path", b"")
-            self._limit = site.body_limit(method, uri)
+            self._limit = self._site.body_limit(method, uri)
             if length is not None and length > self._limit.size:
                 self._reject(self._limit)
                 return
-        super().gotLength(length)
+        super().gotLength(length)  # type: ignore[no-untyped-call]
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._rejected:
@@ -315,17 +316,18 @@ class LimitedRequest(server.Request):
         if self._limit is not None and self._received > self._limit.size:
             self._reject(self._limit)
             return
-        super().handleContentChunk(data)
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
-    def process(self) -> None:
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # A refused request is already answered; a body the channel still delivered is dropped.
         if self._rejected:
             return
         self._cancel_deadline()
-        super().process()
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure) -> None:
         self._cancel_deadline()
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -335,7 +337,7 @@ class LimitedRequest(server.Request):
     def _reject(self, limit: BodyLimit) -> None:
         self._rejected = True
         self._cancel_deadline()
-        self.content = None  # type: ignore[assignment]
+        self.content = None
         # Answer now, before the client sends the body; no "100 Continue" must follow.
         self.requestHeaders.removeHeader(b"Expect")
         self._raw_reply(413, b"Request Entity Too Large", go_json({"message": limit.message}))
@@ -357,8 +359,10 @@ class LimitedRequest(server.Request):
             b"Connection: close",
         ]
         channel = self.channel
-        channel.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)  # type: ignore[union-attr]
-        channel.loseConnection()
+        transport = channel.transport
+        if transport is not None:
+            transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        channel.loseConnection()  # type: ignore[no-untyped-call]
 
 
 class LimitedSite(server.Site):

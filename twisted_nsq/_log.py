@@ -86,7 +86,7 @@ class GoLogObserver:
         level = _effective_level(event)
         if _RANK.get(level, 0) < self._minimum:
             return
-        message = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        message = eventAsText(event, includeTimestamp=False, includeSystem=False).rstrip("\n")
         when = datetime.datetime.fromtimestamp(event.get("log_time", 0.0))
         self._stream.write(format_line(self._prefix, _LEVEL_NAMES[level], message, when))
         self._stream.flush()

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -264,6 +264,8 @@ class OptionTests(SynchronousTestCase):
         options = server_tls_options(tls_settings(self.pki))
         assert options is not None
         self.assertTrue(verifyObject(IOpenSSLServerConnectionCreator, options))
+        self.assertTrue(verifyObject(IOpenSSLContextFactory, options))
+        self.assertIs(options.getContext(), options.context)
         first = options.serverConnectionForTLS(object())
         self.assertIsInstance(first, SSL.Connection)
         self.assertIsNot(first, options.serverConnectionForTLS(object()))

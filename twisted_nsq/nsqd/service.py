@@ -22,7 +22,6 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqd.http import NSQDHTTP
@@ -233,8 +232,8 @@ class NSQDService(MultiService):
 
         self.tcp_listening_port = self._bind("TCP", tcp, factory)
         _, nsqd.tcp_port = describe_port(self.tcp_listening_port)
-        resource = NSQDHTTP(nsqd).resource()
-        site = Site(resource)  # type: ignore[no-untyped-call]
+        # One app (and so one latency tracker) serves HTTP and HTTPS alike.
+        site = NSQDHTTP(nsqd).site(self._reactor)
         if http is not None:
             self.http_listening_port = self._bind("HTTP", http, site)
             _, nsqd.http_port = describe_port(self.http_listening_port)

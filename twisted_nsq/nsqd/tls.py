@@ -13,7 +13,7 @@ from typing import Protocol
 import attrs
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
 __all__ = [
@@ -131,12 +131,13 @@ def _refuse_passphrase(max_length: int, verify: bool, user_data: object) -> byte
     return b""
 
 
-@implementer(IOpenSSLServerConnectionCreator)
+@implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
 class ServerTLSOptions:
     """
     Makes the server side of each TLS connection from one shared, fully configured context.
 
-    Give it to C{transport.startTLS} for the IDENTIFY upgrade, or to an SSL server endpoint.
+    Give it to C{transport.startTLS} for the IDENTIFY upgrade, or to an SSL server endpoint
+    (C{SSL4ServerEndpoint}, C{listenSSL}) for HTTPS.
     """
 
     def __init__(self, context: SSL.Context) -> None:
@@ -150,6 +151,12 @@ class ServerTLSOptions:
         A new server connection for C{tlsProtocol}; Twisted puts it in accept state.
         """
         return SSL.Connection(self.context, None)
+
+    def getContext(self) -> SSL.Context:
+        """
+        The shared context, for APIs that still take a context factory.
+        """
+        return self.context
 
 
 def server_tls_options(options: TLSSettings) -> ServerTLSOptions | None:

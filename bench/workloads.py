@@ -1,0 +1,394 @@
+"""
+The benchmark's workloads. Each starts its own nsqd, runs load clients as separate processes
+against it, and returns one result row (a plain dict, so it goes straight into the JSON file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.client import Connection
+from bench.server import Nsqd
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPIC = "bench"
+CHANNEL = "ch"
+MPUB_BATCH = 200
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How big each workload is; L{full} fits C{make bench} in about three minutes."""
+
+    nsqd: str
+    publish_s: float
+    fill: int
+    pubsub_s: float
+    latency_rate: int
+    latency_warmup: int
+    latency_count: int
+    mem_queue_size: int = 10_000_000
+
+    @classmethod
+    def full(cls, nsqd: str) -> Settings:
+        return cls(
+            nsqd=nsqd,
+            publish_s=5.0,
+            fill=1_000_000,
+            pubsub_s=5.0,
+            latency_rate=1000,
+            latency_warmup=500,
+            latency_count=5000,
+        )
+
+    @classmethod
+    def quick(cls, nsqd: str) -> Settings:
+        return cls(
+            nsqd=nsqd,
+            publish_s=1.5,
+            fill=200_000,
+            pubsub_s=2.0,
+            latency_rate=1000,
+            latency_warmup=200,
+            latency_count=1000,
+        )
+
+
+class ClientError(Exception):
+    """A load client failed; the message carries its stderr."""
+
+
+class Client:
+    """One load-client process (C{python -m bench.client ROLE CONFIG})."""
+
+    def __init__(self, role: str, config: dict[str, Any]) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+        self.role = role
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.client", role, json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=env,
+        )
+
+    def wait_ready(self) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            self._fail(f"did not get ready (said {line!r})")
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+
+    def result(self, timeout_s: float) -> dict[str, Any]:
+        try:
+            out, err = self.proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise ClientError(
+                f"{self.role} client ran over {timeout_s}s: {err.decode(errors='replace')}"
+            ) from None
+        if self.proc.returncode != 0:
+            raise ClientError(
+                f"{self.role} client exited {self.proc.returncode}: {err.decode(errors='replace')}"
+            )
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return result
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def _fail(self, what: str) -> None:
+        self.kill()
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read().decode(errors="replace")
+        raise ClientError(f"{self.role} client {what}: {err}")
+
+
+def run_clients(clients: list[Client], timeout_s: float) -> list[dict[str, Any]]:
+    """Wait until every client is ready, start them together, and collect their results in order."""
+    try:
+        for client in clients:
+            client.wait_ready()
+        for client in clients:
+            client.go()
+        return [client.result(timeout_s) for client in clients]
+    finally:
+        for client in clients:
+            client.kill()
+
+
+def create_channel(nsqd: Nsqd) -> None:
+    """Make the topic and its one channel exist (a SUB, then disconnect) before any publishing."""
+    conn = Connection(nsqd.host, nsqd.tcp_port, timeout=10.0)
+    try:
+        conn.subscribe(TOPIC, CHANNEL)
+    finally:
+        conn.close()
+
+
+def _span_s(results: list[dict[str, Any]]) -> float:
+    """Seconds from the first client's start to the last client's end."""
+    end: int = max(r["end_ns"] for r in results)
+    start: int = min(r["start_ns"] for r in results)
+    return (end - start) / 1e9
+
+
+def _throughput(name: str, description: str, messages: int, seconds: float, body_size: int) -> dict[str, Any]:
+    rate = messages / seconds if seconds > 0 else 0.0
+    return {
+        "name": name,
+        "kind": "throughput",
+        "description": description,
+        "body_size": body_size,
+        "messages": messages,
+        "seconds": seconds,
+        "msgs_per_s": rate,
+        "mb_per_s": rate * body_size / MB,
+    }
+
+
+def _server_facts(nsqd: Nsqd, idle_rss_kib: int) -> dict[str, Any]:
+    return {
+        "idle_rss_kib": idle_rss_kib,
+        "rss_kib": nsqd.rss_kib(),
+        "peak_rss_kib": nsqd.peak_rss_kib(),
+        "tcp_ready_s": nsqd.tcp_ready_s,
+        "ping_ready_s": nsqd.ping_ready_s,
+    }
+
+
+def _publishers(nsqd: Nsqd, body_size: int, batch: int, **limit: Any) -> list[Client]:
+    config = {
+        "host": nsqd.host,
+        "port": nsqd.tcp_port,
+        "topic": TOPIC,
+        "body_size": body_size,
+        "batch": batch,
+    }
+    return [Client("publish", {**config, **limit}) for _ in range(2)]
+
+
+def _consumers(nsqd: Nsqd, rdy: int, first_s: float, idle_s: float) -> list[Client]:
+    config = {
+        "host": nsqd.host,
+        "port": nsqd.tcp_port,
+        "topic": TOPIC,
+        "channel": CHANNEL,
+        "rdy": rdy,
+        "first_s": first_s,
+        "idle_s": idle_s,
+    }
+    return [Client("consume", config) for _ in range(2)]
+
+
+def _cpu_per_message(cpu_s: float, messages: int) -> float | None:
+    return cpu_s / messages * 1e6 if messages else None
+
+
+def publish(settings: Settings, name: str, body_size: int, batch: int) -> list[dict[str, Any]]:
+    """PUB (C{batch} 1) or MPUB into a topic with one channel: 2 connections, each waiting for OK."""
+    with Nsqd(settings.nsqd, settings.mem_queue_size) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        create_channel(nsqd)
+        clients = _publishers(nsqd, body_size, batch, duration_s=settings.publish_s)
+        cpu_before = nsqd.cpu_seconds()
+        results = run_clients(clients, timeout_s=settings.publish_s + 120)
+        cpu = nsqd.cpu_seconds() - cpu_before
+        nsqd.check_alive()
+        messages = sum(r["messages"] for r in results)
+        command = "PUB" if batch == 1 else f"MPUB x{batch}"
+        row = _throughput(
+            name,
+            f"{command} {body_size} B, 2 conns, wait for each OK, {settings.publish_s:g}s",
+            messages,
+            _span_s(results),
+            body_size,
+        )
+        row.update(_server_facts(nsqd, idle_rss))
+        row["nsqd_cpu_s"] = cpu
+        row["nsqd_cpu_us_per_msg"] = _cpu_per_message(cpu, messages)
+        row["client_cpu_s"] = sum(r["client_cpu_s"] for r in results)
+    row["shutdown_s"] = nsqd.shutdown_s
+    row["killed"] = nsqd.killed
+    return [row]
+
+
+def consume(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """
+    Fill the channel with C{fill} 100-byte messages (MPUB x200, 2 connections), then drain it with
+    2 consumers at RDY 2500 that FIN every message. Two rows: the fill and the drain.
+    """
+    body_size = 100
+    per_client = settings.fill // 2
+    if per_client % MPUB_BATCH:
+        raise ValueError(f"fill {settings.fill} must be a multiple of {2 * MPUB_BATCH}")
+    with Nsqd(settings.nsqd, settings.mem_queue_size) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        create_channel(nsqd)
+        cpu_before = nsqd.cpu_seconds()
+        filled = run_clients(_publishers(nsqd, body_size, MPUB_BATCH, count=per_client), timeout_s=300)
+        fill_cpu = nsqd.cpu_seconds() - cpu_before
+        nsqd.check_alive()
+        fill_messages = sum(r["messages"] for r in filled)
+        fill_row = _throughput(
+            name + "-fill",
+            f"fill: MPUB x{MPUB_BATCH} {body_size} B, 2 conns, {fill_messages:,} msgs",
+            fill_messages,
+            _span_s(filled),
+            body_size,
+        )
+        fill_row.update(_server_facts(nsqd, idle_rss))
+        fill_row["nsqd_cpu_s"] = fill_cpu
+        fill_row["nsqd_cpu_us_per_msg"] = _cpu_per_message(fill_cpu, fill_messages)
+        rss_after_fill = nsqd.rss_kib()
+
+        cpu_before = nsqd.cpu_seconds()
+        drained = run_clients(_consumers(nsqd, rdy=2500, first_s=30.0, idle_s=2.0), timeout_s=600)
+        # Includes the consumers' idle wait at the end, during which nsqd does (almost) nothing.
+        cpu = nsqd.cpu_seconds() - cpu_before
+        nsqd.check_alive()
+        consumed = sum(r["messages"] for r in drained)
+        row = _throughput(
+            name,
+            f"2 consumers, RDY 2500, FIN each, draining {fill_messages:,} msgs",
+            consumed,
+            _span_s([r for r in drained if r["messages"]]) if consumed else 0.0,
+            body_size,
+        )
+        row.update(_server_facts(nsqd, idle_rss))
+        row["rss_after_fill_kib"] = rss_after_fill
+        row["expected"] = fill_messages
+        row["missing"] = fill_messages - consumed
+        row["nsqd_cpu_s"] = cpu
+        row["nsqd_cpu_us_per_msg"] = _cpu_per_message(cpu, consumed)
+        row["client_cpu_s"] = sum(r["client_cpu_s"] for r in drained)
+    row["shutdown_s"] = nsqd.shutdown_s
+    row["killed"] = nsqd.killed
+    return [fill_row, row]
+
+
+def pubsub(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """MPUB x200 of 100 B on 2 connections while 2 consumers (RDY 2500, FIN each) drain the channel."""
+    body_size = 100
+    with Nsqd(settings.nsqd, settings.mem_queue_size) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        create_channel(nsqd)
+        publishers = _publishers(nsqd, body_size, MPUB_BATCH, duration_s=settings.pubsub_s)
+        consumers = _consumers(nsqd, rdy=2500, first_s=30.0, idle_s=2.0)
+        cpu_before = nsqd.cpu_seconds()
+        results = run_clients(publishers + consumers, timeout_s=settings.pubsub_s + 600)
+        cpu = nsqd.cpu_seconds() - cpu_before
+        nsqd.check_alive()
+        published_results, consumed_results = results[:2], results[2:]
+        published = sum(r["messages"] for r in published_results)
+        consumed = sum(r["messages"] for r in consumed_results)
+        pub_row = _throughput(
+            name + "-pub",
+            f"publish side: MPUB x{MPUB_BATCH} {body_size} B, 2 conns, {settings.pubsub_s:g}s, "
+            "while consuming",
+            published,
+            _span_s(published_results),
+            body_size,
+        )
+        row = _throughput(
+            name + "-sub",
+            "consume side: 2 consumers, RDY 2500, FIN each, until the channel is empty",
+            consumed,
+            _span_s([r for r in consumed_results if r["messages"]]) if consumed else 0.0,
+            body_size,
+        )
+        facts = _server_facts(nsqd, idle_rss)
+        pub_row.update(facts)
+        row.update(facts)
+        row["expected"] = published
+        row["missing"] = published - consumed
+        # nsqd's CPU covers both sides; per message it is per message published and consumed.
+        pub_row["nsqd_cpu_s"] = cpu
+        pub_row["nsqd_cpu_us_per_msg"] = _cpu_per_message(cpu, published)
+        pub_row["client_cpu_s"] = sum(r["client_cpu_s"] for r in published_results)
+        row["client_cpu_s"] = sum(r["client_cpu_s"] for r in consumed_results)
+    pub_row["shutdown_s"] = row["shutdown_s"] = nsqd.shutdown_s
+    pub_row["killed"] = row["killed"] = nsqd.killed
+    return [pub_row, row]
+
+
+def latency(settings: Settings, name: str, rdy: int) -> list[dict[str, Any]]:
+    """
+    One publisher at a fixed rate (PUB, waiting for each OK) stamping C{time.monotonic_ns} in
+    each 100-byte body; one consumer at RDY C{rdy} measuring delivery time minus that stamp.
+    """
+    body_size = 100
+    with Nsqd(settings.nsqd, settings.mem_queue_size) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        base = {"host": nsqd.host, "port": nsqd.tcp_port, "topic": TOPIC}
+        total = settings.latency_warmup + settings.latency_count
+        consumer = Client(
+            "latency-consume",
+            {
+                **base,
+                "channel": CHANNEL,
+                "rdy": rdy,
+                "warmup": settings.latency_warmup,
+                "count": settings.latency_count,
+                "timeout_s": 30.0,
+            },
+        )
+        publisher = Client(
+            "latency-publish", {**base, "body_size": body_size, "count": total, "rate": settings.latency_rate}
+        )
+        cpu_before = nsqd.cpu_seconds()
+        timeout = total / settings.latency_rate + 120
+        summary, published = run_clients([consumer, publisher], timeout_s=timeout)
+        cpu = nsqd.cpu_seconds() - cpu_before
+        nsqd.check_alive()
+        row: dict[str, Any] = {
+            "name": name,
+            "kind": "latency",
+            "description": (
+                f"PUB {body_size} B at {settings.latency_rate}/s, 1 consumer at RDY {rdy}, "
+                f"{settings.latency_count} msgs after {settings.latency_warmup} warm-up"
+            ),
+            "rate": settings.latency_rate,
+            "rdy": rdy,
+            "body_size": body_size,
+            **summary,
+            "publisher_max_lag_us": published["max_lag_us"],
+            "achieved_rate": total / ((published["end_ns"] - published["start_ns"]) / 1e9),
+            "nsqd_cpu_s": cpu,
+        }
+        row.update(_server_facts(nsqd, idle_rss))
+    row["shutdown_s"] = nsqd.shutdown_s
+    row["killed"] = nsqd.killed
+    return [row]
+
+
+Workload = Callable[[Settings], list[dict[str, Any]]]
+
+#: Every workload, in the order C{make bench} runs them.
+WORKLOADS: dict[str, Workload] = {
+    "pub-100": lambda s: publish(s, "pub-100", 100, 1),
+    "pub-200": lambda s: publish(s, "pub-200", 200, 1),
+    "mpub-100": lambda s: publish(s, "mpub-100", 100, MPUB_BATCH),
+    "mpub-200": lambda s: publish(s, "mpub-200", 200, MPUB_BATCH),
+    "consume": lambda s: consume(s, "consume"),
+    "pubsub": lambda s: pubsub(s, "pubsub"),
+    "latency-rdy1": lambda s: latency(s, "latency-rdy1", 1),
+    "latency-rdy100": lambda s: latency(s, "latency-rdy100", 100),
+}
