@@ -19,7 +19,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.report import render
+from bench.profile import ProfilerError, find_py_spy
+from bench.report import GO_REFERENCE, render
 from bench.server import default_nsqd
 from bench.workloads import ROOT, WORKLOADS, Settings
 
@@ -60,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, default=ROOT / "bench-results" / "latest.json", help="JSON results file"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample each nsqd with py-spy (installed by hand) into DIR/WORKLOAD.raw and .top.txt",
+    )
     args = parser.parse_args(argv)
     if args.list:
         for name in WORKLOADS:
@@ -69,7 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no nsqd executable at {args.nsqd}", file=sys.stderr)
         return 2
 
-    settings = Settings.quick(args.nsqd) if args.quick else Settings.full(args.nsqd)
+    if args.profile is not None:
+        try:
+            find_py_spy()
+        except ProfilerError as error:
+            print(error, file=sys.stderr)
+            return 2
+    make_settings = Settings.quick if args.quick else Settings.full
+    settings = make_settings(args.nsqd, args.profile)
     names = args.only or list(WORKLOADS)
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     machine = _machine()
@@ -92,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(render(rows, errors))
+    for profile in dict.fromkeys(row["profile"] for row in rows if "profile" in row):
+        print(f"profile: {profile}")
     print(f"\n{len(names)} workloads in {elapsed:.0f} s; results in {args.output}")
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -101,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         "nsqd": args.nsqd,
         "revision": _git_revision(),
         "machine": machine,
-        "settings": {k: v for k, v in vars(settings).items() if k != "nsqd"},
+        "settings": {k: v for k, v in vars(settings).items() if k not in ("nsqd_path", "profile_dir")},
         "elapsed_s": elapsed,
+        "go_reference_quoted": GO_REFERENCE,
         "results": rows,
         "errors": errors,
     }

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from bench.profile import Profiler
+
 _TCP_LINE = re.compile(r"TCP: listening on (?P<host>[^\s:]+):(?P<port>\d+)")
 _HTTP_LINE = re.compile(r"HTTP: listening on (?P<host>[^\s:]+):(?P<port>\d+)")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -64,6 +66,7 @@ class Nsqd:
         http_grace_s: float = 3.0,
         stop_timeout_s: float = 60.0,
         extra_args: tuple[str, ...] = (),
+        profile_path: Path | None = None,
     ) -> None:
         self.executable = executable
         self.mem_queue_size = mem_queue_size
@@ -71,6 +74,10 @@ class Nsqd:
         self.http_grace_s = http_grace_s
         self.stop_timeout_s = stop_timeout_s
         self.extra_args = extra_args
+        self.profile_path = profile_path
+        #: Where the profile summary went, once nsqd has stopped (with C{profile_path}).
+        self.profile_summary: Path | None = None
+        self._profiler: Profiler | None = None
         self.tcp_port = 0
         self.http_port: int | None = None
         self.host = "127.0.0.1"
@@ -136,6 +143,8 @@ class Nsqd:
         try:
             self._wait_for_ports()
             self._wait_for_ping()
+            if self.profile_path is not None:
+                self._profiler = Profiler(self._proc.pid, self.profile_path)
         except BaseException:
             self.stop()
             raise
@@ -210,6 +219,9 @@ class Nsqd:
             self.exit_code = proc.returncode
         if self._reader is not None:
             self._reader.join(5.0)
+        if self._profiler is not None:
+            profiler, self._profiler = self._profiler, None
+            self.profile_summary = profiler.finish()
         if self._data_dir:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = ""

@@ -28,7 +28,7 @@ MB = 1_000_000
 class Settings:
     """How big each workload is; L{full} fits C{make bench} in about three minutes."""
 
-    nsqd: str
+    nsqd_path: str
     publish_s: float
     fill: int
     pubsub_s: float
@@ -36,11 +36,19 @@ class Settings:
     latency_warmup: int
     latency_count: int
     mem_queue_size: int = 10_000_000
+    #: With a directory, py-spy samples each nsqd into C{DIR/WORKLOAD.raw} (see L{bench.profile}).
+    profile_dir: Path | None = None
+
+    def nsqd(self, workload: str) -> Nsqd:
+        """A (not yet started) nsqd for C{workload}."""
+        profile = None if self.profile_dir is None else self.profile_dir / f"{workload}.raw"
+        return Nsqd(self.nsqd_path, self.mem_queue_size, profile_path=profile)
 
     @classmethod
-    def full(cls, nsqd: str) -> Settings:
+    def full(cls, nsqd_path: str, profile_dir: Path | None = None) -> Settings:
         return cls(
-            nsqd=nsqd,
+            nsqd_path=nsqd_path,
+            profile_dir=profile_dir,
             publish_s=5.0,
             fill=1_000_000,
             pubsub_s=5.0,
@@ -50,9 +58,10 @@ class Settings:
         )
 
     @classmethod
-    def quick(cls, nsqd: str) -> Settings:
+    def quick(cls, nsqd_path: str, profile_dir: Path | None = None) -> Settings:
         return cls(
-            nsqd=nsqd,
+            nsqd_path=nsqd_path,
+            profile_dir=profile_dir,
             publish_s=1.5,
             fill=200_000,
             pubsub_s=2.0,
@@ -198,13 +207,24 @@ def _consumers(nsqd: Nsqd, rdy: int, first_s: float, idle_s: float) -> list[Clie
     return [Client("consume", config) for _ in range(2)]
 
 
+def _stopped(nsqd: Nsqd, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add what is only known once nsqd has stopped to each of C{rows}."""
+    for row in rows:
+        row["shutdown_s"] = nsqd.shutdown_s
+        row["killed"] = nsqd.killed
+        row["exit_code"] = nsqd.exit_code
+        if nsqd.profile_summary is not None:
+            row["profile"] = str(nsqd.profile_summary)
+    return rows
+
+
 def _cpu_per_message(cpu_s: float, messages: int) -> float | None:
     return cpu_s / messages * 1e6 if messages else None
 
 
 def publish(settings: Settings, name: str, body_size: int, batch: int) -> list[dict[str, Any]]:
     """PUB (C{batch} 1) or MPUB into a topic with one channel: 2 connections, each waiting for OK."""
-    with Nsqd(settings.nsqd, settings.mem_queue_size) as nsqd:
+    with settings.nsqd(name) as nsqd:
         idle_rss = nsqd.rss_kib()
         create_channel(nsqd)
         clients = _publishers(nsqd, body_size, batch, duration_s=settings.publish_s)
@@ -225,9 +245,7 @@ def publish(settings: Settings, name: str, body_size: int, batch: int) -> list[d
         row["nsqd_cpu_s"] = cpu
         row["nsqd_cpu_us_per_msg"] = _cpu_per_message(cpu, messages)
         row["client_cpu_s"] = sum(r["client_cpu_s"] for r in results)
-    row["shutdown_s"] = nsqd.shutdown_s
-    row["killed"] = nsqd.killed
-    return [row]
+    return _stopped(nsqd, [row])
 
 
 def consume(settings: Settings, name: str) -> list[dict[str, Any]]:
@@ -239,7 +257,7 @@ def consume(settings: Settings, name: str) -> list[dict[str, Any]]:
     per_client = settings.fill // 2
     if per_client % MPUB_BATCH:
         raise ValueError(f"fill {settings.fill} must be a multiple of {2 * MPUB_BATCH}")
-    with Nsqd(settings.nsqd, settings.mem_queue_size) as nsqd:
+    with settings.nsqd(name) as nsqd:
         idle_rss = nsqd.rss_kib()
         create_channel(nsqd)
         cpu_before = nsqd.cpu_seconds()
@@ -257,6 +275,7 @@ def consume(settings: Settings, name: str) -> list[dict[str, Any]]:
         fill_row.update(_server_facts(nsqd, idle_rss))
         fill_row["nsqd_cpu_s"] = fill_cpu
         fill_row["nsqd_cpu_us_per_msg"] = _cpu_per_message(fill_cpu, fill_messages)
+        fill_row["client_cpu_s"] = sum(r["client_cpu_s"] for r in filled)
         rss_after_fill = nsqd.rss_kib()
 
         cpu_before = nsqd.cpu_seconds()
@@ -279,15 +298,13 @@ def consume(settings: Settings, name: str) -> list[dict[str, Any]]:
         row["nsqd_cpu_s"] = cpu
         row["nsqd_cpu_us_per_msg"] = _cpu_per_message(cpu, consumed)
         row["client_cpu_s"] = sum(r["client_cpu_s"] for r in drained)
-    row["shutdown_s"] = nsqd.shutdown_s
-    row["killed"] = nsqd.killed
-    return [fill_row, row]
+    return _stopped(nsqd, [fill_row, row])
 
 
 def pubsub(settings: Settings, name: str) -> list[dict[str, Any]]:
     """MPUB x200 of 100 B on 2 connections while 2 consumers (RDY 2500, FIN each) drain the channel."""
     body_size = 100
-    with Nsqd(settings.nsqd, settings.mem_queue_size) as nsqd:
+    with settings.nsqd(name) as nsqd:
         idle_rss = nsqd.rss_kib()
         create_channel(nsqd)
         publishers = _publishers(nsqd, body_size, MPUB_BATCH, duration_s=settings.pubsub_s)
@@ -324,9 +341,7 @@ def pubsub(settings: Settings, name: str) -> list[dict[str, Any]]:
         pub_row["nsqd_cpu_us_per_msg"] = _cpu_per_message(cpu, published)
         pub_row["client_cpu_s"] = sum(r["client_cpu_s"] for r in published_results)
         row["client_cpu_s"] = sum(r["client_cpu_s"] for r in consumed_results)
-    pub_row["shutdown_s"] = row["shutdown_s"] = nsqd.shutdown_s
-    pub_row["killed"] = row["killed"] = nsqd.killed
-    return [pub_row, row]
+    return _stopped(nsqd, [pub_row, row])
 
 
 def latency(settings: Settings, name: str, rdy: int) -> list[dict[str, Any]]:
@@ -335,7 +350,7 @@ def latency(settings: Settings, name: str, rdy: int) -> list[dict[str, Any]]:
     each 100-byte body; one consumer at RDY C{rdy} measuring delivery time minus that stamp.
     """
     body_size = 100
-    with Nsqd(settings.nsqd, settings.mem_queue_size) as nsqd:
+    with settings.nsqd(name) as nsqd:
         idle_rss = nsqd.rss_kib()
         base = {"host": nsqd.host, "port": nsqd.tcp_port, "topic": TOPIC}
         total = settings.latency_warmup + settings.latency_count
@@ -374,9 +389,7 @@ def latency(settings: Settings, name: str, rdy: int) -> list[dict[str, Any]]:
             "nsqd_cpu_s": cpu,
         }
         row.update(_server_facts(nsqd, idle_rss))
-    row["shutdown_s"] = nsqd.shutdown_s
-    row["killed"] = nsqd.killed
-    return [row]
+    return _stopped(nsqd, [row])
 
 
 Workload = Callable[[Settings], list[dict[str, Any]]]

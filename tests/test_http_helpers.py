@@ -28,6 +28,7 @@ from twisted_nsq._http import (
 JSON = [b"application/json; charset=utf-8"]
 TEXT = [b"text/plain; charset=utf-8"]
 V1 = [b"nsq; version=1.0"]
+TOO_BIG = b"413 Request Entity Too Large"
 
 
 class Reply:
@@ -42,7 +43,7 @@ class Reply:
         return self.headers.get(name.lower())
 
 
-def call(stub: StubTreq, method: str, path: str, body: bytes | None = None) -> Reply:
+def call(stub: Any, method: str, path: str, body: bytes | None = None) -> Reply:
     """Run one request through C{stub} synchronously."""
     replies: list[Reply] = []
 
@@ -95,10 +96,10 @@ class SampleApp:
     def boom(self, request: Request) -> object:
         raise RuntimeError("broken")
 
-    def unwrapped(self, request: Request) -> object:
+    def unwrapped(self, request: Any) -> bytes:
         raise RuntimeError("broken outside v1_endpoint")
 
-    def plain(self, request: Request) -> bytes:
+    def plain(self, request: Any) -> bytes:
         return respond_plain(request, 500, "NOK - disk full")
 
     def echo(self, request: Request) -> object:
@@ -295,21 +296,19 @@ class LimitedSiteTests(SynchronousTestCase):
 
     def test_content_length_too_big(self) -> None:
         # Answered from the headers alone: no "100 Continue", no body read, connection closed.
-        self.send(
-            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n"
-        )
-        self.assertEqual(self.transport.value(), self.rejection(b"413 Request Entity Too Large", b"MSG_TOO_BIG"))
+        self.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n")
+        self.assertEqual(self.transport.value(), self.rejection(TOO_BIG, b"MSG_TOO_BIG"))
         self.assertTrue(self.transport.disconnecting)
         self.send(b"01234567890")
         self.assertEqual(self.sample.bodies, [])
 
     def test_limit_chosen_by_endpoint(self) -> None:
         self.send(b"POST /other HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
-        self.assertEqual(self.transport.value(), self.rejection(b"413 Request Entity Too Large", b"BODY_TOO_BIG"))
+        self.assertEqual(self.transport.value(), self.rejection(TOO_BIG, b"BODY_TOO_BIG"))
 
     def test_body_in_same_packet_not_dispatched(self) -> None:
         self.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n012345678901")
-        self.assertEqual(self.transport.value(), self.rejection(b"413 Request Entity Too Large", b"MSG_TOO_BIG"))
+        self.assertEqual(self.transport.value(), self.rejection(TOO_BIG, b"MSG_TOO_BIG"))
         self.assertEqual(self.sample.bodies, [])
 
     def test_chunked_body_too_big(self) -> None:
@@ -317,7 +316,7 @@ class LimitedSiteTests(SynchronousTestCase):
         self.send(b"6\r\n012345\r\n")
         self.assertEqual(self.transport.value(), b"")
         self.send(b"5\r\n67890\r\n0\r\n\r\n")
-        self.assertEqual(self.transport.value(), self.rejection(b"413 Request Entity Too Large", b"MSG_TOO_BIG"))
+        self.assertEqual(self.transport.value(), self.rejection(TOO_BIG, b"MSG_TOO_BIG"))
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.sample.bodies, [])
 

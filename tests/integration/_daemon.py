@@ -1,10 +1,11 @@
 """
 The integration-test harness: a real C{nsqd} process, and pynsq scenarios run in subprocesses.
 
-L{start_nsqd} runs the C{nsqd} console script installed next to the running interpreter with
-loopback ports chosen by the kernel, reads the ports from its C{TCP: listening on ...} and
-C{HTTP: listening on ...} log lines, and registers a cleanup with the test that stops it (and
-fails the test if nsqd died on its own or did not stop cleanly on SIGTERM).
+L{start_nsqd} runs the C{nsqd} console script installed next to the running interpreter (or the
+command in C{$TWISTED_NSQ_TEST_NSQD}) with loopback ports chosen by the kernel, reads the ports
+from its C{TCP: listening on ...} and C{HTTP: listening on ...} log lines, and registers a cleanup
+with the test that stops it (and fails the test if nsqd died on its own, logged a traceback, or
+did not stop cleanly on SIGTERM).
 
 L{run_pynsq} runs one pynsq scenario (Python source defining C{async def scenario()}) in a
 separate interpreter, so that tornado's IOLoop and Twisted never share a process; the scenario's
@@ -18,31 +19,48 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-__all__ = ["NSQDProcess", "run_pynsq", "start_nsqd"]
+__all__ = ["NSQD_COMMAND_VARIABLE", "NSQDProcess", "nsqd_command", "run_pynsq", "start_nsqd"]
 
 #: How long nsqd may take to print its listening lines.
 START_TIMEOUT = 20.0
 #: How long nsqd may take to exit after SIGTERM.
 STOP_TIMEOUT = 10.0
 
+#: Log text that means an exception escaped nsqd's own handling.
+_CRASH_SIGNS = ("Traceback (most recent call last)", "Unhandled Error", "Unhandled error in Deferred")
+
 _LISTENING = re.compile(r"\b(TCP|HTTP|HTTPS): listening on (\S+)")
 
 
-def nsqd_executable() -> Path:
-    """The C{nsqd} console script of the virtualenv running the tests."""
+#: An environment variable holding another nsqd command line (split like a shell would), e.g. a Go
+#: nsqd binary, to run these tests against instead of the virtualenv's console script.
+NSQD_COMMAND_VARIABLE = "TWISTED_NSQ_TEST_NSQD"
+
+
+def nsqd_command() -> list[str]:
+    """
+    The command that starts nsqd: C{$TWISTED_NSQ_TEST_NSQD} if set, otherwise the C{nsqd}
+    console script of the virtualenv running the tests.
+    """
+    override = os.environ.get(NSQD_COMMAND_VARIABLE)
+    if override:
+        return shlex.split(override)
     # Not resolved: the venv's bin/python is a symlink out of the venv.
-    return Path(sys.executable).parent / "nsqd"
+    executable = Path(sys.executable).parent / "nsqd"
+    if not executable.exists():
+        raise AssertionError(f"{executable} does not exist: is twisted-nsq installed in this venv?")
+    return [str(executable)]
 
 
 def _split_address(text: str) -> tuple[str, int]:
@@ -177,8 +195,8 @@ class NSQDProcess:
 
     def cleanup(self) -> None:
         """
-        Stop nsqd at the end of a test; fail if it crashed during the test or if SIGTERM did not
-        make it exit with status 0.
+        Stop nsqd at the end of a test; fail if it crashed during the test, logged a traceback,
+        or did not exit with status 0 on SIGTERM.
         """
         if self._exit_code is not None:
             return
@@ -187,9 +205,17 @@ class NSQDProcess:
         if self.popen.stdout is not None:
             self.popen.stdout.close()
         if died_early:
-            raise AssertionError(f"nsqd exited on its own with code {code} during the test:\n" + self.output())
+            raise AssertionError(
+                f"nsqd exited on its own with code {code} during the test:\n" + self.output()
+            )
         if code != 0:
-            raise AssertionError(f"nsqd exited with code {code} after SIGTERM (expected 0):\n" + self.output())
+            raise AssertionError(
+                f"nsqd exited with code {code} after SIGTERM (expected 0):\n" + self.output()
+            )
+        output = self.output()
+        for sign in _CRASH_SIGNS:
+            if sign in output:
+                raise AssertionError(f"nsqd logged {sign!r} during the test:\n" + output)
 
 
 def start_nsqd(
@@ -216,12 +242,9 @@ def start_nsqd(
         f"--data-path={data_path}",
         *extra_flags,
     ]
-    executable = nsqd_executable()
-    if not executable.exists():
-        raise AssertionError(f"{executable} does not exist: is twisted-nsq installed in this venv?")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     popen = subprocess.Popen(
-        [str(executable), *flags],
+        [*nsqd_command(), *flags],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -445,12 +468,3 @@ def run_pynsq(
             f"pynsq scenario failed:\n{report['error']}\nstderr:\n{stderr}\nnsqd:\n{nsqd.output()}"
         )
     return report["result"]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll C{predicate} every 10 ms until it is true; fail with C{what} after C{timeout} seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)

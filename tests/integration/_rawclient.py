@@ -126,7 +126,12 @@ class SnappyStream:
                     raise ValueError(f"bad snappy stream identifier {chunk!r}")
             elif chunk_type in (0x00, 0x01):
                 (crc,) = _LE32.unpack_from(chunk)
-                payload = bytes(cramjam.snappy.decompress_raw(chunk[4:])) if chunk_type == 0 else chunk[4:]
+                try:
+                    payload = (
+                        bytes(cramjam.snappy.decompress_raw(chunk[4:])) if chunk_type == 0 else chunk[4:]
+                    )
+                except cramjam.DecompressionError as e:
+                    raise ValueError(f"corrupt snappy chunk: {e}") from e
                 if _masked_crc32c(payload) != crc:
                     raise ValueError("snappy chunk CRC mismatch")
                 out.append(payload)
@@ -148,8 +153,14 @@ class DeflateStream:
         return self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
 
     def decode(self, data: bytes) -> bytes:
-        """Inflate the next piece of nsqd's stream."""
-        return self._decompressor.decompress(data)
+        """Inflate the next piece of nsqd's stream.
+
+        @raise ValueError: the stream is not valid DEFLATE.
+        """
+        try:
+            return self._decompressor.decompress(data)
+        except zlib.error as e:
+            raise ValueError(f"corrupt deflate stream: {e}") from e
 
 
 class RawClient:

@@ -114,7 +114,9 @@ class CompressionTests(SynchronousTestCase):
         """PUB, SUB, RDY, message delivery and FIN all work over deflate-compressed connections."""
         nsqd = start_nsqd(self)
         bodies = [b"deflate-%d" % i for i in range(5)]
-        self.roundtrip(nsqd, {"feature_negotiation": True, "deflate": True, "deflate_level": 1}, "deflate", bodies)
+        self.roundtrip(
+            nsqd, {"feature_negotiation": True, "deflate": True, "deflate_level": 1}, "deflate", bodies
+        )
 
     def test_deflate_level_capped(self) -> None:
         """
@@ -124,7 +126,9 @@ class CompressionTests(SynchronousTestCase):
         nsqd = start_nsqd(self, "--max-deflate-level=3")
         for requested, granted in [(9, 3), (0, 3), (1, 1), (3, 3)]:
             client = self.connect(nsqd)
-            reply = client.identify({"feature_negotiation": True, "deflate": True, "deflate_level": requested})
+            reply = client.identify(
+                {"feature_negotiation": True, "deflate": True, "deflate_level": requested}
+            )
             self.assertEqual(reply.type, FRAME_TYPE_RESPONSE)
             fields = json.loads(reply.data)
             self.assertEqual(

@@ -10,7 +10,7 @@ import platform
 import re
 import subprocess
 import sys
-from typing import cast
+from typing import TypeVar, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -24,6 +24,7 @@ NSQD = os.path.join(os.path.dirname(sys.executable), "nsqd")
 # What gnsq's harness matches in nsqd's stderr.
 LISTENING = re.compile(rb"(?P<protocol>[A-Z]+): listening on (?P<host>[0-9.]+):(?P<port>[0-9]+)")
 TIMEOUT = 20.0
+_T = TypeVar("_T")
 
 
 def _reactor() -> IReactorTime:
@@ -40,23 +41,50 @@ class _NSQDProcess(ProcessProtocol):
         self.expect = expect
         self.stderr = bytearray()
         self.ports: dict[str, int] = {}
-        self.listening: Deferred[dict[str, int]] = Deferred()
-        self.ended: Deferred[int] = Deferred()
         self.running = True
+        self._listening: list[Deferred[dict[str, int]]] = []
+        self._ended: list[Deferred[int]] = []
+        self._code: int | None = None
+
+    def when_listening(self) -> Deferred[dict[str, int]]:
+        """Fires with the ports once every expected protocol listens; fails if nsqd exits first."""
+        d: Deferred[dict[str, int]] = Deferred()
+        if self.expect <= set(self.ports):
+            d.callback(dict(self.ports))
+        elif not self.running:
+            d.errback(RuntimeError(f"nsqd exited before listening: {self.stderr.decode()}"))
+        else:
+            self._listening.append(d)
+        return d
+
+    def when_ended(self) -> Deferred[int]:
+        """Fires with the exit status."""
+        d: Deferred[int] = Deferred()
+        if self._code is not None:
+            d.callback(self._code)
+        else:
+            self._ended.append(d)
+        return d
 
     def errReceived(self, data: bytes) -> None:
         self.stderr += data
         for match in LISTENING.finditer(self.stderr):
             self.ports[match["protocol"].decode()] = int(match["port"])
-        if not self.listening.called and self.expect <= set(self.ports):
-            self.listening.callback(dict(self.ports))
+        if self._listening and self.expect <= set(self.ports):
+            waiting, self._listening = self._listening, []
+            for d in waiting:
+                d.callback(dict(self.ports))
 
     def processEnded(self, reason: Failure) -> None:
         self.running = False
         code = 0 if isinstance(reason.value, ProcessDone) else getattr(reason.value, "exitCode", None)
-        if not self.listening.called:
-            self.listening.errback(RuntimeError(f"nsqd exited before listening: {self.stderr.decode()}"))
-        self.ended.callback(code if isinstance(code, int) else -1)
+        self._code = code if isinstance(code, int) else -1
+        waiting, self._listening = self._listening, []
+        for listening in waiting:
+            listening.errback(RuntimeError(f"nsqd exited before listening: {self.stderr.decode()}"))
+        ended, self._ended = self._ended, []
+        for d in ended:
+            d.callback(self._code)
 
 
 class _Client(Protocol):
@@ -99,9 +127,10 @@ class NSQDProcessTests(TestCase):
                 transport.signalProcess("KILL")
             except ProcessExitedAlready:
                 pass
-        await process.ended
+        await process.when_ended()
 
-    def bounded(self, d: Deferred[object]) -> Deferred[object]:
+    def bounded(self, d: Deferred[_T]) -> Deferred[_T]:
+        """C{d}, failing with a timeout rather than hanging the test."""
         return d.addTimeout(TIMEOUT, self.reactor)
 
     async def test_serve_and_sigterm(self) -> None:
@@ -114,7 +143,7 @@ class NSQDProcessTests(TestCase):
             "--http-address=127.0.0.1:0",
             f"--data-path={self.data_path}",
         )
-        ports = await self.bounded(process.listening)
+        ports = await self.bounded(process.when_listening())
         assert isinstance(ports, dict)
         self.assertRegex(
             process.stderr.decode(),
@@ -125,19 +154,19 @@ class NSQDProcessTests(TestCase):
         client = await self.bounded(endpoint.connect(Factory.forProtocol(_Client)))
         assert isinstance(client, _Client)
         assert client.transport is not None
-        client.transport.write(b"  V2NOP\nPUB test_topic 5\nhello")
+        client.transport.write(b"  V2NOP\nPUB test_topic\n\x00\x00\x00\x05hello")
         await self.bounded(client.got_ok)
 
         transport = self.transport_of(process)
         transport.signalProcess("TERM")
-        code = await self.bounded(process.ended)
+        code = await self.bounded(process.when_ended())
         self.assertEqual(code, 0, process.stderr.decode())
         await self.bounded(client.lost)
 
     def transport_of(self, process: _NSQDProcess) -> IProcessTransport:
         transport = process.transport
         assert transport is not None
-        return cast(IProcessTransport, transport)
+        return transport
 
     async def test_busy_port(self) -> None:
         """A busy port stops start-up with a FATAL line and exit status 1."""
@@ -146,7 +175,7 @@ class NSQDProcessTests(TestCase):
             "--http-address=127.0.0.1:0",
             f"--data-path={self.data_path}",
         )
-        ports = await self.bounded(first.listening)
+        ports = await self.bounded(first.when_listening())
         assert isinstance(ports, dict)
         other: str = self.mktemp()
         os.makedirs(other)
@@ -155,14 +184,14 @@ class NSQDProcessTests(TestCase):
             "--http-address=127.0.0.1:0",
             f"--data-path={other}",
         )
-        code = await self.bounded(second.ended)
+        code = await self.bounded(second.when_ended())
         self.assertEqual(code, 1)
         self.assertIn(
             f"FATAL: failed to instantiate nsqd - listen (127.0.0.1:{ports['TCP']}) failed",
             second.stderr.decode(),
         )
         self.transport_of(first).signalProcess("TERM")
-        self.assertEqual(await self.bounded(first.ended), 0)
+        self.assertEqual(await self.bounded(first.when_ended()), 0)
 
     async def test_data_path_in_use(self) -> None:
         """A second nsqd on the same data path exits 1 and says why."""
@@ -170,17 +199,17 @@ class NSQDProcessTests(TestCase):
         first = self.spawn(
             "--tcp-address=127.0.0.1:0", "--http-address=", f"--data-path={self.data_path}", expect=tcp_only
         )
-        await self.bounded(first.listening)
+        await self.bounded(first.when_listening())
         second = self.spawn(
             "--tcp-address=127.0.0.1:0", "--http-address=", f"--data-path={self.data_path}", expect=tcp_only
         )
-        self.assertEqual(await self.bounded(second.ended), 1)
+        self.assertEqual(await self.bounded(second.when_ended()), 1)
         self.assertIn(
             f"--data-path={self.data_path} in use (possibly by another instance of nsqd)",
             second.stderr.decode(),
         )
         self.transport_of(first).signalProcess("TERM")
-        self.assertEqual(await self.bounded(first.ended), 0)
+        self.assertEqual(await self.bounded(first.when_ended()), 0)
 
 
 class CommandLineTests(SynchronousTestCase):

@@ -198,7 +198,8 @@ async def scenario():
     seen = []
 
     def handler(m):
-        seen.append([text(m.id), m.attempts, time.monotonic(), text(m.body)])
+        # Age since nsqd accepted the message: nsqd's timestamp against the same machine's clock.
+        seen.append([text(m.id), m.attempts, (time.time_ns() - m.timestamp) / 1e9, text(m.body)])
         if len(seen) == 1:
             m.enable_async()  # never answered: nsqd must time it out
             return None
@@ -214,10 +215,9 @@ async def scenario():
     answer = await call(w, "pub", topic, b"ignore-me")
     await until(lambda: len(seen) >= 2, 8)
     await asyncio.sleep(0.5)
-    first = seen[0][2] if seen else 0
     return {
         "answer": answer,
-        "seen": [[i, attempts, at - first, body] for i, attempts, at, body in seen],
+        "seen": seen,
         "reader_identify": r.identify_responses,
         "errors": w.errors + r.errors,
     }
@@ -319,7 +319,10 @@ class PynsqTests(SynchronousTestCase):
         self.assertEqual(sorted(result["got"]["b"]), expected)
 
     def assertRedelivered(self, seen: list[list[Any]], body: str, minimum: float) -> None:
-        """Exactly two deliveries of one message: attempts 1 then 2, C{minimum} s apart or more."""
+        """
+        Exactly two deliveries of one message: attempts 1 then 2, the second C{minimum} s or
+        more (and less than C{minimum} + 2.5 s) after the scenario's reference point.
+        """
         self.assertEqual(len(seen), 2, f"deliveries: {seen}")
         (first_id, first_attempts, _, first_body), (second_id, second_attempts, delay, second_body) = seen
         self.assertEqual((first_body, second_body), (body, body))
@@ -350,7 +353,9 @@ class PynsqTests(SynchronousTestCase):
         self.assertEqual(result["answer"], "OK")
         self.assertEqual(result["errors"], [])
         self.assertEqual([r["msg_timeout"] for r in result["reader_identify"]], [1000])
-        self.assertRedelivered(result["seen"], "ignore-me", 0.99)
+        # Ages since publish: the redelivery cannot come before publish + 1 s.
+        self.assertRedelivered(result["seen"], "ignore-me", 1.0)
+        self.assertLess(result["seen"][0][2], 0.5)
 
     def test_msg_timeout_flag(self) -> None:
         """
@@ -362,7 +367,9 @@ class PynsqTests(SynchronousTestCase):
         self.assertEqual(result["answer"], "OK")
         self.assertEqual(result["errors"], [])
         self.assertEqual([r["msg_timeout"] for r in result["reader_identify"]], [1000])
-        self.assertRedelivered(result["seen"], "ignore-me", 0.99)
+        # Ages since publish: the redelivery cannot come before publish + 1 s.
+        self.assertRedelivered(result["seen"], "ignore-me", 1.0)
+        self.assertLess(result["seen"][0][2], 0.5)
 
 
 class SlowConsumerTests(SynchronousTestCase):
@@ -418,3 +425,66 @@ class SlowConsumerTests(SynchronousTestCase):
         self.assertEqual(set(received), set(bodies))
         self.assertEqual(set(received.values()), {1})
         self.assertTrue(nsqd.alive())
+
+
+class RawTimingTests(SynchronousTestCase):
+    """nsqd's in-flight timeout and REQ delay measured with a client that reads immediately."""
+
+    def test_msg_timeout_and_requeue_timing(self) -> None:
+        """
+        With C{msg_timeout} 1000 ms a message that is not answered comes back (same ID, attempts
+        2) 1 s after it was delivered, not earlier and not much later; a REQ of 500 ms brings it
+        back (attempts 3) 0.5 s after the REQ.
+        """
+        nsqd = start_nsqd(self)
+        consumer = RawClient(nsqd.tcp_address, timeout=5.0)
+        self.addCleanup(consumer.close)
+        consumer.identify({"feature_negotiation": True, "msg_timeout": 1000})
+        self.assertEqual(consumer.sub("timing", "ch"), (FRAME_TYPE_RESPONSE, b"OK"))
+        consumer.rdy(1)
+        producer = RawClient(nsqd.tcp_address, timeout=5.0)
+        self.addCleanup(producer.close)
+        self.assertEqual(producer.pub("timing", b"late"), (FRAME_TYPE_RESPONSE, b"OK"))
+        first = consumer.read_message()
+        delivered = time.monotonic()
+        second = consumer.read_message()
+        timed_out = time.monotonic() - delivered
+        self.assertEqual(first.id, second.id)
+        self.assertEqual((first.attempts, second.attempts, second.body), (1, 2, b"late"))
+        self.assertGreaterEqual(timed_out, 0.99)
+        self.assertLess(timed_out, 1.5)
+        requeued = time.monotonic()
+        consumer.req(second.id, 500)
+        third = consumer.read_message()
+        delay = time.monotonic() - requeued
+        self.assertEqual((third.id, third.attempts), (first.id, 3))
+        self.assertGreaterEqual(delay, 0.49)
+        self.assertLess(delay, 1.0)
+        consumer.fin(third.id)
+        consumer.assert_silent(0.3)
+
+    def test_delivery_after_pipelined_sub_and_rdy_is_prompt(self) -> None:
+        """
+        A consumer that writes SUB and RDY together before reading the SUB answer (as pynsq does)
+        gets a message published a few milliseconds later within 15 ms (median of 5).
+
+        Go sets TCP_NODELAY on every connection. Without it the message frame waits behind the
+        still unacknowledged C{OK} (Nagle's algorithm against the client's delayed ACK, about
+        40 ms on Linux).
+        """
+        nsqd = start_nsqd(self)
+        producer = RawClient(nsqd.tcp_address, timeout=5.0)
+        self.addCleanup(producer.close)
+        latencies: list[float] = []
+        for attempt in range(5):
+            consumer = RawClient(nsqd.tcp_address, timeout=5.0)
+            self.addCleanup(consumer.close)
+            consumer.identify({"feature_negotiation": True})
+            consumer.send(b"SUB prompt%d ch\nRDY 1\n" % attempt)
+            consumer.expect_ok()
+            time.sleep(0.005)
+            started = time.monotonic()
+            self.assertEqual(producer.pub(f"prompt{attempt}", b"now"), (FRAME_TYPE_RESPONSE, b"OK"))
+            self.assertEqual(consumer.read_message().body, b"now")
+            latencies.append(time.monotonic() - started)
+        self.assertLess(sorted(latencies)[2], 0.015, f"publish-to-delivery latencies {latencies}")

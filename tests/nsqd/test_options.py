@@ -122,6 +122,13 @@ class FlagTableTests(SynchronousTestCase):
             if spec.key in attrs.fields_dict(NSQDOptions):
                 self.assertEqual(spec.default, getattr(options, spec.key), spec.name)
 
+    def test_documented(self) -> None:
+        """docs/operations.md has a row for every flag."""
+        path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "operations.md")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        self.assertEqual([spec.name for spec in NSQD_FLAGS if f"| `--{spec.name}` |" not in text], [])
+
     def test_spec_flags(self) -> None:
         """The flags of the spec's table, with their kinds."""
         kinds = {spec.name: spec.kind for spec in NSQD_FLAGS}

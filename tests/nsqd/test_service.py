@@ -258,6 +258,7 @@ class NSQDServiceTests(TestCase):
         self.assertEqual(service.nsqd.tcp_port, -1)
         self.assertIn(f"TCP: listening on {path}", self.messages)
         await service.stopService()
+        self.assertFalse(os.path.exists(path), "the socket file is removed, as Go removes it")
 
     async def test_https(self) -> None:
         """With a certificate, HTTPS listens after HTTP."""
@@ -336,6 +337,37 @@ class NSQDServiceTests(TestCase):
         service.startService()
         await service.stopService()
         self.assertEqual(child.seen, ["start listening=True", "stop exiting=True"])
+
+    async def test_auth_client(self) -> None:
+        """C{--auth-http-address} gives the TCP protocol an auth client; without it there is none."""
+        cert, _ = _self_signed(self.data_path)
+        service = self.make_service(
+            auth_http_addresses=["127.0.0.1:4181", "https://auth.example/auth"], tls_root_ca_file=cert
+        )
+        service.startService()
+        assert service.factory is not None
+        assert service.factory.auth_client is not None
+        self.assertEqual(
+            service.factory.auth_client.addresses, ("127.0.0.1:4181", "https://auth.example/auth")
+        )
+        await service.stopService()
+        plain = self.make_service(data_path=self.new_data_path())
+        plain.startService()
+        assert plain.factory is not None
+        self.assertIsNone(plain.factory.auth_client)
+        await plain.stopService()
+
+    def test_auth_bad_root_ca(self) -> None:
+        """An unusable root CA file for the auth client fails start-up."""
+        empty = os.path.join(self.data_path, "empty.pem")
+        with open(empty, "wb"):
+            pass
+        for path in (empty, os.path.join(self.data_path, "missing.pem")):
+            service = self.make_service(auth_http_addresses=["127.0.0.1:4181"], tls_root_ca_file=path)
+            with self.assertRaises(StartupError) as caught:
+                service.startService()
+            self.assertIn("failed to build the auth client", str(caught.exception))
+            self.assertIsNone(service.tcp_listening_port)
 
     def test_stop_when_not_started(self) -> None:
         """Stopping a service that never started is a no-op."""

@@ -31,12 +31,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         values = parse_or_exit("nsqd", NSQD_FLAGS, arguments, stdout=sys.stdout, stderr=sys.stderr)
     except ConfigError as e:
-        # Logging is not set up yet (the file may have chosen the prefix), so write Go's line here.
+        # Logging starts once the options (and so the prefix) are known; write Go's line directly.
         sys.stderr.write(format_line("[nsqd] ", "FATAL", str(e), datetime.datetime.now()))
         raise SystemExit(1) from None
     options = options_from_values(values)
     # Imported only now: --help and --version need none of the server.
-    from twisted_nsq.nsqd.service import NSQDService
+    from twisted_nsq.nsqd.service import NSQDService, StartupError
 
     globalLogBeginner.beginLoggingTo(
         [GoLogObserver(sys.stderr, prefix=options.log_prefix, level=options.log_level)],
@@ -45,8 +45,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     service = NSQDService(options, reactor)
     try:
         service.startService()
-    except Exception as e:
+    except StartupError as e:
         _log.critical("failed to instantiate nsqd - {error}", error=e)
+        raise SystemExit(1) from None
+    except Exception:
+        _log.failure("failed to instantiate nsqd")
         raise SystemExit(1) from None
 
     status = 0

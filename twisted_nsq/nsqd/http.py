@@ -278,6 +278,11 @@ class NSQDHTTP:
             persist()
 
     def _publish(self, topic: Topic, bodies: list[bytes], defer: float = 0.0) -> str:
+        if not bodies:
+            # An /mpub of blank lines publishes nothing and succeeds, unless nsqd is exiting.
+            if self.nsqd.exiting:
+                raise APIError(503, "EXITING")
+            return "OK"
         try:
             topic.publish(bodies, defer)
         except PublishError:

@@ -331,7 +331,7 @@ def _flags() -> tuple[FlagSpec, ...]:
         flag("output-buffer-timeout", DUR, "default output buffer flush delay"),
         flag("max-channel-consumers", INT, "most consumers per channel (0 means no limit)"),
         flag("statsd-address", STR, "UDP <addr>:<port> of a statsd daemon to push stats to"),
-        flag("statsd-prefix", STR, "prefix of statsd keys (%s becomes the broadcast address and port)"),
+        flag("statsd-prefix", STR, "prefix of statsd keys (%s becomes <broadcast address>_<HTTP port>)"),
         flag("statsd-interval", DUR, "time between statsd pushes"),
         flag("statsd-mem-stats", BOOL, "also push memory statistics to statsd"),
         flag("statsd-udp-packet-size", INT, "size in bytes of statsd UDP packets"),

@@ -15,15 +15,19 @@ import platform
 from typing import Any
 
 import attrs
+from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamServerEndpoint
+from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from twisted_nsq._version import VERSION_STRING
+from twisted_nsq.nsqd.auth import AuthClient
 from twisted_nsq.nsqd.http import NSQDHTTP
 from twisted_nsq.nsqd.nsqd import NSQD
 from twisted_nsq.nsqd.options import NSQDOptions
@@ -228,12 +232,19 @@ class NSQDService(MultiService):
             tls_options = server_tls_options(options)
         except ValueError as e:
             raise StartupError(f"failed to build TLS config - {e}") from None
-        factory = self.factory = NSQDFactory(nsqd, self._reactor, tls_options)
+        try:
+            auth_client = _auth_client(options, self._reactor)
+        except (OSError, ValueError) as e:
+            raise StartupError(f"failed to build the auth client - {e}") from None
+        factory = self.factory = NSQDFactory(nsqd, self._reactor, tls_options, auth_client)
+        # Twisted announces every factory start and stop at info level; nsqd's log has its own lines.
+        factory.noisy = False
 
         self.tcp_listening_port = self._bind("TCP", tcp, factory)
         _, nsqd.tcp_port = describe_port(self.tcp_listening_port)
         # One app (and so one latency tracker) serves HTTP and HTTPS alike.
         site = NSQDHTTP(nsqd).site(self._reactor)
+        site.noisy = False
         if http is not None:
             self.http_listening_port = self._bind("HTTP", http, site)
             _, nsqd.http_port = describe_port(self.http_listening_port)
@@ -288,6 +299,38 @@ class NSQDService(MultiService):
         stopped = port.stopListening()
         if stopped is not None:
             await stopped
+
+
+_PEM_END = b"-----END CERTIFICATE-----"
+
+
+def _auth_client(options: NSQDOptions, reactor: IReactorTime) -> AuthClient | None:
+    """
+    The client for C{--auth-http-address}, or C{None} without one. HTTPS auth servers are checked
+    against C{--tls-root-ca-file} when it is set (as nsqd does), else the system's CAs.
+    """
+    if not options.auth_http_addresses:
+        return None
+    trust_root = None
+    if options.tls_root_ca_file:
+        with open(options.tls_root_ca_file, "rb") as f:
+            blocks = [block + _PEM_END for block in f.read().split(_PEM_END) if b"-----BEGIN" in block]
+        if not blocks:
+            raise ValueError(f"no certificate in --tls-root-ca-file {options.tls_root_ca_file!r}")
+        trust_root = trustRootFromCertificates(  # type: ignore[no-untyped-call]
+            [Certificate.loadPEM(block) for block in blocks]
+        )
+    policy = BrowserLikePolicyForHTTPS(trustRoot=trust_root)  # type: ignore[no-untyped-call]
+    agent = Agent(  # type: ignore[no-untyped-call]
+        reactor, contextFactory=policy, connectTimeout=options.http_client_connect_timeout
+    )
+    return AuthClient(
+        options.auth_http_addresses,
+        HTTPClient(agent),
+        reactor,
+        request_timeout=options.http_client_request_timeout,
+        method=options.auth_http_request_method,
+    )
 
 
 def _display(address: ListenAddress) -> str:

@@ -71,6 +71,8 @@ class Topic:
         if self.deleted or self.nsqd.exiting:
             raise PublishError("exiting")
         count = len(bodies)
+        if not count:
+            return
         if self.flowing:
             for channel in self.channels.values():
                 if not channel.has_room(count):
