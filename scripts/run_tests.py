@@ -46,7 +46,10 @@ def main() -> int:
     trial = [os.path.join(BIN, "trial"), "--temp-directory=_trial_temp"]
     if args.jobs > 1:
         trial.append(f"--jobs={args.jobs}")
+    # Warnings are errors in our tests (and in the daemons they start), as the house style asks.
+    os.environ["PYTHONWARNINGS"] = "error"
     code, out = run("trial", [*trial, *args.tests])
+    del os.environ["PYTHONWARNINGS"]
     p, f, skipped = trial_counts(out)
     if code != 0 and f == 0:
         f = 1
@@ -54,10 +57,22 @@ def main() -> int:
     failed += f
     for name, argv in (
         ("mypy", [os.path.join(BIN, "mypy")]),
-        ("ruff check", [os.path.join(BIN, "ruff"), "check", "twisted_nsq", "twisted", "tests", "scripts", "bench"]),
+        (
+            "ruff check",
+            [os.path.join(BIN, "ruff"), "check", "twisted_nsq", "twisted", "tests", "scripts", "bench"],
+        ),
         (
             "ruff format",
-            [os.path.join(BIN, "ruff"), "format", "--check", "twisted_nsq", "twisted", "tests", "scripts", "bench"],
+            [
+                os.path.join(BIN, "ruff"),
+                "format",
+                "--check",
+                "twisted_nsq",
+                "twisted",
+                "tests",
+                "scripts",
+                "bench",
+            ],
         ),
     ):
         code, _ = run(name, argv)

@@ -337,6 +337,8 @@ class LimitedRequest(server.Request):
     def _reject(self, limit: BodyLimit) -> None:
         self._rejected = True
         self._cancel_deadline()
+        if self.content is not None:
+            self.content.close()
         self.content = None
         # Answer now, before the client sends the body; no "100 Continue" must follow.
         self.requestHeaders.removeHeader(b"Expect")

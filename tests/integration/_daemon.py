@@ -445,6 +445,8 @@ def run_pynsq(
         completed = subprocess.run(
             [sys.executable, str(path), json.dumps(arguments)],
             stdin=subprocess.DEVNULL,
+            # Warnings-as-errors is for our code; pynsq and tornado are third-party clients.
+            env={k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"},
             capture_output=True,
             timeout=timeout,
             check=False,

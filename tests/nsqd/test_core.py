@@ -113,7 +113,7 @@ class ChannelTests(SynchronousTestCase):
         self.assertEqual(len(sub.messages()), 500)
         channel = self.nsqd.topics["t"].channels["c"]
         self.assertEqual(len(channel.in_flight), 500)
-        timers = [d for d in self.clock.getDelayedCalls() if d.func == channel._fire]
+        timers = [d for d in self.clock.getDelayedCalls() if getattr(d, "func", None) == channel._fire]
         self.assertEqual(len(timers), 1)
         self.assertEqual(len(channel._in_flight_heap), 1, "one heap entry per dispatch batch")
 

@@ -9,8 +9,8 @@ import zlib
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted_nsq.nsqd.auth import AuthError, Authorization, AuthState
 
+from twisted_nsq.nsqd.auth import AuthError, Authorization, AuthState
 from twisted_nsq.testing import LoopbackClient, body, make_nsqd, mpub_body
 from twisted_nsq.wire.frames import OK_FRAME
 

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from twisted_nsq._cli import ConfigError, parse_or_exit, stop_on_signals
 from twisted_nsq._log import GoLogObserver, format_line
+from twisted_nsq._runtime import tune_gc
 from twisted_nsq.nsqd.options import NSQD_FLAGS, options_from_values
 
 _log = Logger()
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         [GoLogObserver(sys.stderr, prefix=options.log_prefix, level=options.log_level)],
         redirectStandardIO=False,
     )
+    tune_gc()
     service = NSQDService(options, reactor)
     try:
         service.startService()

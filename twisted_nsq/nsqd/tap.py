@@ -65,6 +65,8 @@ def makeService(options: Options) -> NSQDService:
     """An L{NSQDService} on the global reactor (the one C{twist} installed)."""
     from twisted.internet import reactor
 
+    from twisted_nsq._runtime import tune_gc
     from twisted_nsq.nsqd.service import NSQDService
 
+    tune_gc()
     return NSQDService(options.nsqd_options, reactor)

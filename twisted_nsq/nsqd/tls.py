@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import attrs
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
@@ -123,14 +124,6 @@ def _accept_any_certificate(
     return True
 
 
-def _refuse_passphrase(max_length: int, verify: bool, user_data: object) -> bytes:
-    """
-    Answer OpenSSL's passphrase prompt for an encrypted key with nothing, so start-up fails
-    instead of reading from the terminal (Go's nsqd cannot load encrypted keys either).
-    """
-    return b""
-
-
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
 class ServerTLSOptions:
     """
@@ -187,7 +180,6 @@ def server_tls_options(options: TLSSettings) -> ServerTLSOptions | None:
     context.set_min_proto_version(min_version)
     legacy = min_version < SSL.TLS1_2_VERSION
     context.set_cipher_list((_LEGACY_CIPHERS if legacy else _CIPHERS).encode("ascii"))
-    context.set_passwd_cb(_refuse_passphrase)
     # Without a session id context OpenSSL refuses to resume sessions once client certificates
     # are requested.
     context.set_session_id(_SESSION_ID_CONTEXT)
@@ -196,9 +188,12 @@ def server_tls_options(options: TLSSettings) -> ServerTLSOptions | None:
     except SSL.Error as e:
         raise TLSConfigError(f"cannot load --tls-cert {options.tls_cert!r}: {e}") from e
     try:
-        context.use_privatekey_file(options.tls_key)
+        with open(options.tls_key, "rb") as key_file:
+            # An encrypted key fails here (no password) instead of prompting at start-up.
+            private_key = serialization.load_pem_private_key(key_file.read(), password=None)
+        context.use_privatekey(private_key)  # type: ignore[arg-type]
         context.check_privatekey()
-    except SSL.Error as e:
+    except (OSError, ValueError, TypeError, SSL.Error) as e:
         raise TLSConfigError(f"cannot load --tls-key {options.tls_key!r}: {e}") from e
 
     root_ca_file = options.tls_root_ca_file
