@@ -46,6 +46,9 @@ class INSQDObserver(Interface):
     def channel_deleted(topic: Topic, channel: Channel) -> None:
         """A channel is gone."""
 
+    def metadata_changed() -> None:
+        """Something nsqd.dat records changed (a pause or unpause; creations and deletions too)."""
+
 
 def _memory_only(name: str) -> IBackendQueue:
     return RefusingBackend()
@@ -163,6 +166,11 @@ class NSQD:
         log.info("TOPIC({topic}): deleting", topic=name)
         for observer in self.observers:
             observer.topic_deleted(topic)
+
+    def persist_metadata(self) -> None:
+        """Tell observers that what nsqd.dat records changed (called after pause/unpause)."""
+        for observer in self.observers:
+            observer.metadata_changed()
 
     def channel_created(self, topic: Topic, channel: Channel) -> None:
         log.info("TOPIC({topic}): new channel({channel})", topic=topic.name, channel=channel.name)
