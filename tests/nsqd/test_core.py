@@ -148,3 +148,37 @@ class ChannelTests(SynchronousTestCase):
         self.nsqd.close()
         self.assertEqual((channel.deferred, channel.in_flight), ({}, {}))
         self.assertEqual([m.body for m in channel._memory], [b"2", b"1"])
+
+
+class PumpTests(SynchronousTestCase):
+    def test_backlog_moves_in_batches_and_new_messages_queue_behind(self) -> None:
+        from twisted_nsq.nsqd.topic import PUMP_BATCH
+
+        clock = Clock()
+        nsqd = make_nsqd(clock, mem_queue_size=PUMP_BATCH * 3)
+        topic = nsqd.get_topic("t")
+        total = PUMP_BATCH * 2 + 5
+        topic.publish([b"%d" % i for i in range(total)])
+        channel = topic.get_channel("c")
+        self.assertEqual((channel.depth(), topic.depth()), (PUMP_BATCH, total - PUMP_BATCH))
+        topic.publish([b"late"])
+        self.assertEqual(topic.depth(), total - PUMP_BATCH + 1, "queued behind the backlog")
+        clock.advance(0)
+        clock.advance(0)
+        self.assertEqual(topic.depth(), 0)
+        bodies = [m.body for m in channel._memory]
+        self.assertEqual(bodies, [b"%d" % i for i in range(total)] + [b"late"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class UnbufferedEphemeralTests(SynchronousTestCase):
+    def test_ephemeral_channel_with_zero_memory_queue_hands_off_or_drops(self) -> None:
+        clock = Clock()
+        nsqd = make_nsqd(clock, mem_queue_size=0)
+        client = LoopbackClient(nsqd)
+        client.subscribe("t#ephemeral", "c#ephemeral", rdy=1)
+        topic = nsqd.topics["t#ephemeral"]
+        topic.publish([b"taken", b"dropped"])
+        nsqd.run_dispatch()
+        self.assertEqual([m.body for m in client.messages()], [b"taken"])
+        self.assertEqual(topic.channels["c#ephemeral"].depth(), 0)

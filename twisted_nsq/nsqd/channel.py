@@ -80,6 +80,9 @@ class Channel:
         self._options = nsqd.options
         self._memory: deque[Message] = deque()
         self._memory_limit = nsqd.options.mem_queue_size
+        # Go gives an ephemeral channel an unbuffered queue when --mem-queue-size=0: a message
+        # gets through only if a client can take it at that moment, else it is dropped.
+        self._unbuffered = self.ephemeral and self._memory_limit == 0
         self._backend = backend
         self._consumers: list[IChannelConsumer] = []
         self._rotation = 0
@@ -144,8 +147,13 @@ class Channel:
         for message in messages:
             self.put(message, force)
 
+    def _ready_capacity(self) -> int:
+        return sum(max(0, c.ready_count - c.in_flight_count) for c in self._consumers if c.writable)
+
     def _enqueue(self, message: Message) -> None:
-        if len(self._memory) < self._memory_limit:
+        if len(self._memory) < self._memory_limit or (
+            self._unbuffered and not self.paused and len(self._memory) < self._ready_capacity()
+        ):
             self._memory.append(message)
         else:
             self._backend.put(message)

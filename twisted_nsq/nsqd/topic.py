@@ -13,6 +13,9 @@ from collections import deque
 from itertools import repeat
 from typing import TYPE_CHECKING
 
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
 from twisted_nsq.nsqd.backend import BackendError, IBackendQueue
 from twisted_nsq.nsqd.channel import Channel
 from twisted_nsq.nsqd.message import Message
@@ -20,6 +23,12 @@ from twisted_nsq.wire.names import is_ephemeral
 
 if TYPE_CHECKING:
     from twisted_nsq.nsqd.nsqd import NSQD
+
+
+log = Logger()
+
+#: Messages the topic pump moves per reactor turn.
+PUMP_BATCH = 2000
 
 
 class PublishError(Exception):
@@ -41,6 +50,7 @@ class Topic:
         self._memory: deque[Message] = deque()
         self._memory_limit = nsqd.options.mem_queue_size
         self._backend = backend
+        self._pump_call: IDelayedCall | None = None
 
     def __repr__(self) -> str:
         return f"<Topic {self.name}>"
@@ -73,7 +83,8 @@ class Topic:
         count = len(bodies)
         if not count:
             return
-        if self.flowing:
+        direct = self.flowing and not self.backlog()
+        if direct:
             for channel in self.channels.values():
                 if not channel.has_room(count):
                     raise PublishError("queue full")
@@ -87,11 +98,12 @@ class Topic:
         else:
             messages = list(map(Message, ids, bodies, repeat(now, count)))
         try:
-            if self.flowing:
+            if direct:
                 self._fan_out(messages)
             else:
                 for message in messages:
                     self._store(message)
+                self._schedule_pump()
         except BackendError as e:
             nsqd.set_health(str(e))
             raise PublishError(str(e)) from e
@@ -110,20 +122,63 @@ class Topic:
         for channel in channels[1:]:
             channel.put_many([message.copy() for message in messages], force)
 
+    def backlog(self) -> int:
+        """Messages waiting at the topic (memory and disk) for the pump to hand on."""
+        return len(self._memory) + self._backend.depth()
+
+    def _schedule_pump(self) -> None:
+        if self._pump_call is None and self.flowing and self.backlog():
+            self._pump_call = self.nsqd.clock.callLater(0, self._pump)
+
     def _drain(self) -> None:
-        """Hand everything queued at the topic to the channels (a channel appeared or unpause)."""
-        if not self.flowing:
-            return
+        """A channel appeared or the topic was unpaused: hand on a first batch now, then pump."""
+        if self._pump_call is None:
+            self._pump_batch()
+        self._schedule_pump()
+
+    def _pump(self) -> None:
+        """
+        Hand up to ``PUMP_BATCH`` waiting messages to the channels, then yield to the reactor.
+
+        Go's topic pump runs in its own goroutine; here a backlog of millions (read back from
+        disk) moves in batches so other connections are served in between. While a backlog
+        exists, new publishes queue behind it.
+        """
+        self._pump_call = None
+        if self._pump_batch():
+            self.nsqd.run_dispatch()
+        self._schedule_pump()
+
+    def _pump_batch(self) -> bool:
+        """Move one batch to the channels; whether anything moved."""
+        if not self.flowing or self.deleted:
+            return False
         batch: list[Message] = []
-        while self._memory:
-            batch.append(self._memory.popleft())
-        message = self._backend.read()
-        while message is not None:
+        memory = self._memory
+        read = self._backend.read
+        while len(batch) < PUMP_BATCH:
+            if memory:
+                batch.append(memory.popleft())
+                continue
+            message = read()
+            if message is None:
+                break
             batch.append(message)
-            message = self._backend.read()
         if batch:
-            # Already accepted: never refuse these, even past a memory-only channel's bound.
-            self._fan_out(batch, force=True)
+            try:
+                # Already accepted: never refuse these, even past a memory-only channel's bound.
+                self._fan_out(batch, force=True)
+            except BackendError as e:
+                self.nsqd.set_health(str(e))
+                log.error(
+                    "TOPIC({topic}): failed to hand messages to channels: {error}", topic=self.name, error=e
+                )
+        return bool(batch)
+
+    def _cancel_pump(self) -> None:
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        self._pump_call = None
 
     # -- channels ---------------------------------------------------------------------------
 
@@ -167,6 +222,7 @@ class Topic:
     def delete(self) -> None:
         """Delete every channel (closing clients), drop the queue, release storage."""
         self.deleted = True
+        self._cancel_pump()
         for name in list(self.channels):
             channel = self.channels.pop(name)
             channel.delete()
@@ -176,6 +232,7 @@ class Topic:
 
     def close(self) -> None:
         """Clean shutdown: channels flush to their backends, then the topic's memory queue."""
+        self._cancel_pump()
         for channel in self.channels.values():
             channel.close()
         if not self.ephemeral and self._backend.unbounded:
