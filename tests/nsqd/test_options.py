@@ -69,6 +69,8 @@ GO_DEFAULTS: dict[str, object] = {
     "snappy": True,
     "client_timeout": 60.0,
     "handshake_timeout": 10.0,
+    "durable": False,
+    "keep_deferred": False,
 }
 
 

@@ -8,6 +8,7 @@ bounded.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred, succeed
 from zope.interface import Attribute, Interface, implementer
 
 from twisted_nsq.nsqd.message import Message
@@ -40,6 +41,15 @@ class IBackendQueue(Interface):
     def close() -> None:
         """Flush and release (clean shutdown)."""
 
+    def sync() -> Deferred[None]:
+        """Fires once everything put so far is on stable storage."""
+
+    def done(message: Message) -> None:
+        """
+        A message this backend handed out with ``read()`` has left the queue for good (FINed,
+        or written again elsewhere). Durable backends keep a read message until then.
+        """
+
 
 @implementer(IBackendQueue)
 class DiscardingBackend:
@@ -65,6 +75,12 @@ class DiscardingBackend:
     def close(self) -> None:
         """Nothing is held."""
 
+    def sync(self) -> Deferred[None]:
+        return succeed(None)
+
+    def done(self, message: Message) -> None:
+        """Nothing is held."""
+
 
 @implementer(IBackendQueue)
 class RefusingBackend:
@@ -88,4 +104,10 @@ class RefusingBackend:
         """Nothing is held."""
 
     def close(self) -> None:
+        """Nothing is held."""
+
+    def sync(self) -> Deferred[None]:
+        return succeed(None)
+
+    def done(self, message: Message) -> None:
         """Nothing is held."""

@@ -21,6 +21,7 @@ from zope.interface import Attribute, Interface
 
 from twisted_nsq.nsqd.backend import IBackendQueue
 from twisted_nsq.nsqd.message import Message
+from twisted_nsq.nsqd.sidecar import load_deferrals, save_deferrals, sidecar_path
 from twisted_nsq.wire.names import is_ephemeral
 
 if TYPE_CHECKING:
@@ -79,10 +80,20 @@ class Channel:
         self._clock: IReactorTime = nsqd.clock
         self._options = nsqd.options
         self._memory: deque[Message] = deque()
-        self._memory_limit = nsqd.options.mem_queue_size
+        self._memory_limit = nsqd.memory_limit(self.ephemeral)
         # Go gives an ephemeral channel an unbuffered queue when --mem-queue-size=0: a message
         # gets through only if a client can take it at that moment, else it is dropped.
         self._unbuffered = self.ephemeral and self._memory_limit == 0
+        # Due times (clock seconds) of deferred messages that sit in the backend: they wait out
+        # their deferral when read back (``--keep-deferred`` across restarts, ``--durable``).
+        self._keep_deferred = not self.ephemeral and (nsqd.durable or nsqd.options.keep_deferred)
+        self._sidecar = ""
+        self._deferred_due: dict[bytes, float] = {}
+        if self._keep_deferred and backend.unbounded:
+            self._sidecar = sidecar_path(nsqd.data_path(), f"{topic_name}:{name}")
+            self._deferred_due = {
+                message_id: due / 1e9 for message_id, due in load_deferrals(self._sidecar).items()
+            }
         self._backend = backend
         self._consumers: list[IChannelConsumer] = []
         self._rotation = 0
@@ -97,6 +108,11 @@ class Channel:
 
     def __repr__(self) -> str:
         return f"<Channel {self.topic_name}:{self.name}>"
+
+    @property
+    def backend(self) -> IBackendQueue:
+        """Where this channel's overflow (or, when durable, every message) is stored."""
+        return self._backend
 
     # -- sizes ---------------------------------------------------------------------------
 
@@ -124,7 +140,12 @@ class Channel:
         """
         self.message_count += 1
         if message.deferred > 0:
-            self._defer(message, message.deferred)
+            if self.nsqd.durable and self._sidecar:
+                # Durable: on disk like any message; it waits out its deferral when read back.
+                self._deferred_due[message.id] = self._clock.seconds() + message.deferred
+                self._enqueue(message)
+            else:
+                self._defer(message, message.deferred)
         elif force:
             self._requeue(message)
         else:
@@ -165,7 +186,12 @@ class Channel:
         if len(self._memory) < self._memory_limit or not self._backend.unbounded:
             self._memory.append(message)
         else:
+            old_ref = message.ref
             self._backend.put(message)
+            if old_ref is not None:
+                # Written again at the tail: a durable backend may forget the first copy.
+                self._backend.done(message)
+                message.ref = None
         if not self.dirty:
             self.nsqd.mark_dirty(self)
 
@@ -180,7 +206,23 @@ class Channel:
     def _pop(self) -> Message | None:
         if self._memory:
             return self._memory.popleft()
-        return self._backend.read()
+        message = self._backend.read()
+        if self._deferred_due:
+            while message is not None:
+                due = self._deferred_due.pop(message.id, None)
+                if due is None or due <= self._clock.seconds():
+                    break
+                self._park(message, due)
+                message = self._backend.read()
+        return message
+
+    def _park(self, message: Message, due: float) -> None:
+        """A message read back before it is due waits in the deferred heap (keeping its ref)."""
+        message.deadline = due
+        self.deferred[message.id] = message
+        heapq.heappush(self._deferred_heap, (due, next(self._sequence), message))
+        if due < self._timer_at:
+            self._schedule(due)
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -280,6 +322,8 @@ class Channel:
         """FIN: the message is done. Raises ChannelError with NSQ's reason."""
         message = self._owned(client_id, message_id)
         del self.in_flight[message_id]
+        if message.ref is not None:
+            self._backend.done(message)
         for observer in self.on_finish:
             observer(message)
         return message
@@ -360,6 +404,7 @@ class Channel:
         self._backend.empty()
         self.in_flight.clear()
         self.deferred.clear()
+        self._deferred_due.clear()
         self._in_flight_heap.clear()
         self._deferred_heap.clear()
         for client in list(self._consumers):
@@ -377,6 +422,8 @@ class Channel:
         self.empty()
         self._backend.delete()
         self.stop_timer()
+        if self._sidecar:
+            save_deferrals(self._sidecar, {})
 
     def stop_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -390,17 +437,30 @@ class Channel:
         lost, attempts are kept, as in NSQ) and everything goes to the backend.
         """
         self.stop_timer()
-        pending = sorted(self.in_flight.values(), key=lambda m: m.delivery_ts)
-        pending += sorted(self.deferred.values(), key=lambda m: m.deadline)
+        in_flight = sorted(self.in_flight.values(), key=lambda m: m.delivery_ts)
+        deferred = sorted(self.deferred.values(), key=lambda m: m.deadline)
         self.in_flight.clear()
         self.deferred.clear()
         self._in_flight_heap.clear()
         self._deferred_heap.clear()
         if self.ephemeral:
             self._memory.clear()
-        else:
-            self._memory.extend(pending)
-            if self._backend.unbounded:
-                while self._memory:
-                    self._backend.put(self._memory.popleft())
-        self._backend.close()
+            self._backend.close()
+            return
+        backend = self._backend
+        if not backend.unbounded:
+            self._memory.extend(in_flight + deferred)
+            backend.close()
+            return
+        while self._memory:
+            backend.put(self._memory.popleft())
+        for message in in_flight + deferred:
+            backend.put(message)
+            if message.ref is not None:
+                backend.done(message)
+        if self._sidecar:
+            due = self._deferred_due
+            for message in deferred:
+                due[message.id] = message.deadline
+            save_deferrals(self._sidecar, {i: int(t * 1e9) for i, t in due.items()})
+        backend.close()

@@ -13,7 +13,17 @@ class Message:
     when the message enters a channel.
     """
 
-    __slots__ = ("attempts", "body", "client_id", "deadline", "deferred", "delivery_ts", "id", "timestamp")
+    __slots__ = (
+        "attempts",
+        "body",
+        "client_id",
+        "deadline",
+        "deferred",
+        "delivery_ts",
+        "id",
+        "ref",
+        "timestamp",
+    )
 
     def __init__(
         self, id: bytes, body: bytes, timestamp: int, attempts: int = 0, deferred: float = 0.0
@@ -26,6 +36,8 @@ class Message:
         self.client_id = 0
         self.delivery_ts = 0.0
         self.deadline = 0.0
+        #: Where a durable backend holds this message (set by its ``read()``), else None.
+        self.ref: object = None
 
     def copy(self) -> Message:
         """A copy for another channel: same ID, body, timestamp and attempts; fresh delivery state."""

@@ -12,12 +12,13 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Interface
 
-from twisted_nsq.nsqd.backend import DiscardingBackend, IBackendQueue, RefusingBackend
+from twisted_nsq.nsqd.backend import BackendError, DiscardingBackend, IBackendQueue, RefusingBackend
 from twisted_nsq.nsqd.channel import Channel
 from twisted_nsq.nsqd.topic import Topic
 from twisted_nsq.wire.ids import IDGenerator
@@ -81,6 +82,10 @@ class NSQD:
         self._health: str | None = None
         self._dirty: list[Channel] = []
         self._dispatch_call: IDelayedCall | None = None
+        self.durable = bool(getattr(options, "durable", False))
+        self._unsynced: set[IBackendQueue] = set()
+        self._commit_waiters: list[Deferred[None]] = []
+        self._commit_call: IDelayedCall | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -96,6 +101,56 @@ class NSQD:
         if ephemeral:
             return DiscardingBackend()
         return self._backend_factory(name)
+
+    def data_path(self) -> str:
+        """Where queue files live (``--data-path``, default the current directory)."""
+        return self.options.resolved_data_path()
+
+    def memory_limit(self, ephemeral: bool) -> int:
+        """Messages a queue may hold in memory: ``--mem-queue-size``, or 0 for durable queues."""
+        if self.durable and not ephemeral:
+            return 0
+        return int(self.options.mem_queue_size)
+
+    # -- durable publishing (group commit) ----------------------------------------------------
+
+    def note_write(self, backend: IBackendQueue) -> None:
+        """``backend`` took messages a publisher will wait for (``sync_barrier``)."""
+        self._unsynced.add(backend)
+
+    def sync_barrier(self) -> Deferred[None]:
+        """
+        A Deferred that fires once everything noted so far is fsynced.
+
+        Every barrier asked for in one reactor turn shares one commit (one sync per backend),
+        so a busy durable nsqd fsyncs once per batch of publishes, not once per message.
+        """
+        d: Deferred[None] = Deferred()
+        self._commit_waiters.append(d)
+        if self._commit_call is None:
+            self._commit_call = self.clock.callLater(0, self._commit)
+        return d
+
+    def _commit(self) -> None:
+        self._commit_call = None
+        waiters, self._commit_waiters = self._commit_waiters, []
+        backends, self._unsynced = self._unsynced, set()
+
+        def synced(_: object) -> None:
+            for waiter in waiters:
+                waiter.callback(None)
+
+        def failed(failure: Failure) -> None:
+            error = failure.value
+            if isinstance(error, FirstError):
+                error = error.subFailure.value
+            self.set_health(str(error))
+            for waiter in waiters:
+                waiter.errback(BackendError(str(error)))
+
+        gatherResults([backend.sync() for backend in backends], consumeErrors=True).addCallbacks(
+            synced, failed
+        )
 
     # -- health -----------------------------------------------------------------------------
 

@@ -106,6 +106,12 @@ class NSQDOptions:
     #: twisted-nsq only: close a connection that has not sent its protocol magic within this
     #: many seconds (0 disables). Go nsqd waits forever.
     handshake_timeout: float = 10.0
+    #: twisted-nsq only: acknowledge a publish only once it is fsynced, and keep each message on
+    #: disk until it is FINed (see docs/extensions/durable.md).
+    durable: bool = False
+    #: twisted-nsq only: deferred messages keep their remaining deferral across a clean restart
+    #: (a sidecar file next to the queue's files; see docs/extensions/deferred.md).
+    keep_deferred: bool = False
 
     @property
     def heartbeat_interval(self) -> float:
@@ -367,6 +373,16 @@ def _flags() -> tuple[FlagSpec, ...]:
             "handshake-timeout",
             DUR,
             "(twisted-nsq) close a connection that sends no protocol magic within this time; 0 disables",
+        ),
+        flag(
+            "keep-deferred",
+            BOOL,
+            "(twisted-nsq) keep deferred messages' remaining deferral across a clean restart",
+        ),
+        flag(
+            "durable",
+            BOOL,
+            "(twisted-nsq) OK a publish only after it is fsynced; keep messages on disk until FINed",
         ),
     )
 

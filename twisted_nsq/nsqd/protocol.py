@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -170,6 +171,9 @@ class NSQDProtocol(Protocol):
         self.channel: Channel | None = None
         self._magic = b""
         self._socket: Any = None
+        self._pending: deque[list[bytes | None]] = deque()
+        self._answered: list[Deferred[None]] = []
+        self._close_when_answered = False
         self._parser = CommandParser(self)
         self._decoder: Callable[..., bytes] | None = None
         self._encoder: Callable[[bytes], bytes] | None = None
@@ -324,10 +328,13 @@ class NSQDProtocol(Protocol):
         if error.fatal:
             log.info("PROTOCOL(V2): [{client}] {error}", client=self.remote_address, error=str(error))
             self._parser.stop()
-            self._write(error.frame())
-            self.close()
+            self._respond(error.frame())
+            if self._pending:
+                self._close_when_answered = True
+            else:
+                self.close()
         else:
-            self._write(error.frame())
+            self._respond(error.frame())
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -433,7 +440,7 @@ class NSQDProtocol(Protocol):
             self._abort()
             return
         if now >= self._next_heartbeat:
-            self._write(HEARTBEAT_FRAME)
+            self._respond(HEARTBEAT_FRAME)
             self._next_heartbeat = now + self.heartbeat_interval
         self._arm(now)
 
@@ -462,6 +469,12 @@ class NSQDProtocol(Protocol):
 
     def _identify_body(self, params: list[bytes], body: bytes) -> None:
         data = _decode_identify(body)
+        if self._pending:
+            self._await(self._all_answered(), lambda _: self._identify_apply(data))
+        else:
+            self._identify_apply(data)
+
+    def _identify_apply(self, data: dict[str, Any]) -> None:
         options = self._options
         self.identifier = data.get("client_id") or ""
         self.hostname = data.get("hostname") or ""
@@ -596,7 +609,7 @@ class NSQDProtocol(Protocol):
                 "identity_url": state.identity_url,
                 "permission_count": state.permission_count,
             }
-            self._write(response_frame(json.dumps(reply, separators=(",", ":")).encode()))
+            self._respond(response_frame(json.dumps(reply, separators=(",", ":")).encode()))
 
         self._await(self._query_auth(), authorized)
 
@@ -674,7 +687,7 @@ class NSQDProtocol(Protocol):
                 raise NSQError(E_SUB_FAILED, f"SUB failed {e}") from None
             self.state = STATE_SUBSCRIBED
             self.channel = channel
-            self._write(OK_FRAME)
+            self._respond(OK_FRAME)
 
         self._authorize("SUB", topic_name, channel_name, subscribe)
         return None
@@ -697,16 +710,61 @@ class NSQDProtocol(Protocol):
             command + " invalid message body size %d",
         )
 
-    def _published(self, topic_name: str, count: int) -> None:
-        self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + count
-        self._write(OK_FRAME)
-
     def _publish(self, code: str, command: str, topic_name: str, bodies: list[bytes], defer: float) -> None:
         try:
             self.nsqd.get_topic(topic_name).publish(bodies, defer)
         except PublishError as e:
             raise NSQError(code, f"{command} failed {e}") from None
-        self._published(topic_name, len(bodies))
+        self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + len(bodies)
+        if not self.nsqd.durable:
+            self._respond(OK_FRAME)
+            return
+        # --durable: the OK waits for the group commit; later replies queue behind it.
+        slot: list[bytes | None] = [None]
+        self._pending.append(slot)
+
+        def synced(_: object) -> None:
+            slot[0] = OK_FRAME
+
+        def failed(failure: Failure) -> None:
+            slot[0] = NSQError(code, f"{command} failed {failure.value}").frame()
+            self._parser.stop()
+            self._close_when_answered = True
+
+        self.nsqd.sync_barrier().addCallbacks(synced, failed).addBoth(lambda _: self._answer())
+
+    def _respond(self, frame: bytes) -> None:
+        """Write a response or error frame, after any reply still waiting for its fsync."""
+        if self._pending:
+            self._pending.append([frame])
+        else:
+            self._write(frame)
+
+    def _answer(self) -> None:
+        """Write the replies that are ready, in command order."""
+        pending = self._pending
+        while pending:
+            frame = pending[0][0]
+            if frame is None:
+                break
+            pending.popleft()
+            if not self._closed:
+                self._write(frame)
+        if not pending:
+            waiters, self._answered = self._answered, []
+            for waiter in waiters:
+                waiter.callback(None)
+            if self._close_when_answered:
+                self.close()
+
+    def _all_answered(self) -> Deferred[None]:
+        """Fires once no reply is waiting (IDENTIFY's upgrades must not overtake one)."""
+        d: Deferred[None] = Deferred()
+        if self._pending:
+            self._answered.append(d)
+        else:
+            d.callback(None)
+        return d
 
     def _pub(self, params: list[bytes]) -> BodySpec:
         self._topic_param("PUB", params, 2)
@@ -824,7 +882,7 @@ class NSQDProtocol(Protocol):
             raise NSQError(E_INVALID, "cannot CLS in current state")
         self.ready_count = 0
         self.state = STATE_CLOSING
-        self._write(CLOSE_WAIT_FRAME)
+        self._respond(CLOSE_WAIT_FRAME)
         return None
 
     def _nop(self, params: list[bytes]) -> None:

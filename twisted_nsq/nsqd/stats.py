@@ -222,6 +222,9 @@ class E2ELatencyTracker:
         if stream is not None and stream.insert in channel.on_finish:
             channel.on_finish.remove(stream.insert)
 
+    def metadata_changed(self) -> None:
+        """Nothing to do: pauses do not change what is tracked."""
+
     def channel_result(self, channel: Channel) -> dict[str, Any]:
         """A channel's latency object (C{{"count":0,"percentiles":null}} when not tracked)."""
         stream = self._streams.get(channel)

@@ -48,7 +48,7 @@ class Topic:
         self.message_bytes = 0
         self.channels: dict[str, Channel] = {}
         self._memory: deque[Message] = deque()
-        self._memory_limit = nsqd.options.mem_queue_size
+        self._memory_limit = nsqd.memory_limit(self.ephemeral)
         self._backend = backend
         self._pump_call: IDelayedCall | None = None
 
@@ -107,6 +107,12 @@ class Topic:
         except BackendError as e:
             nsqd.set_health(str(e))
             raise PublishError(str(e)) from e
+        if nsqd.durable:
+            if direct:
+                for channel in self.channels.values():
+                    nsqd.note_write(channel.backend)
+            else:
+                nsqd.note_write(self._backend)
         self.message_count += count
         self.message_bytes += sum(map(len, bodies))
 
@@ -165,6 +171,14 @@ class Topic:
                 break
             batch.append(message)
         if batch:
+            handed: list[Message] = []
+            if self.nsqd.durable:
+                # The topic's copy may be forgotten only once every channel's copy is fsynced.
+                for message in batch:
+                    if message.ref is not None:
+                        holder = message.copy()
+                        holder.ref, message.ref = message.ref, None
+                        handed.append(holder)
             try:
                 # Already accepted: never refuse these, even past a memory-only channel's bound.
                 self._fan_out(batch, force=True)
@@ -172,6 +186,14 @@ class Topic:
                 self.nsqd.set_health(str(e))
                 log.error(
                     "TOPIC({topic}): failed to hand messages to channels: {error}", topic=self.name, error=e
+                )
+            if handed:
+                for channel in self.channels.values():
+                    self.nsqd.note_write(channel.backend)
+                done = self._backend.done
+                self.nsqd.sync_barrier().addCallbacks(
+                    lambda _: [done(m) for m in handed],
+                    lambda f: log.failure("TOPIC({topic}): channel sync failed", f, topic=self.name),
                 )
         return bool(batch)
 
