@@ -22,6 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -152,23 +153,32 @@ Handler = Callable[Concatenate[Request, P], object]
 
 def v1_endpoint(
     handler: Callable[Concatenate[Request, P], object],
-) -> Callable[Concatenate[Request, P], bytes]:
+) -> Callable[Concatenate[Request, P], bytes | Deferred[bytes]]:
     """
-    Turn a handler that returns data or raises L{APIError} into a Klein route answering V1.
+    Turn a handler that returns data (or a Deferred of it) or raises L{APIError} into a Klein
+    route answering V1.
 
     Any other exception is logged and answered C{500 {"message":"INTERNAL_ERROR"}}, as Go's
     router does for a panic.
     """
 
+    def failed(request: Request, failure: Failure) -> bytes:
+        if isinstance(failure.value, APIError):
+            return respond_v1(request, failure.value.code, failure.value.message)
+        log.failure("panic in HTTP handler {uri}", failure, uri=request.uri)
+        return respond_v1(request, 500, "INTERNAL_ERROR")
+
     @functools.wraps(handler)
-    def endpoint(request: Request, /, *args: P.args, **kwargs: P.kwargs) -> bytes:
+    def endpoint(request: Request, /, *args: P.args, **kwargs: P.kwargs) -> bytes | Deferred[bytes]:
         try:
             data = handler(request, *args, **kwargs)
-        except APIError as e:
-            return respond_v1(request, e.code, e.message)
-        except Exception:
-            log.failure("panic in HTTP handler {uri}", uri=request.uri)
-            return respond_v1(request, 500, "INTERNAL_ERROR")
+        except Exception as e:
+            return failed(request, Failure(e))  # type: ignore[no-untyped-call]
+        if isinstance(data, Deferred):
+            # The reply waits (e.g. for a durable publish's fsync).
+            return data.addCallbacks(
+                lambda result: respond_v1(request, 200, result), lambda f: failed(request, f)
+            )
         return respond_v1(request, 200, data)
 
     return endpoint

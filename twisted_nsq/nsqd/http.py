@@ -20,8 +20,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
@@ -53,6 +55,8 @@ from twisted_nsq.wire.errors import NSQError
 from twisted_nsq.wire.names import is_valid_channel_name, is_valid_topic_name
 
 log = Logger()
+
+_Endpoint = Callable[..., "bytes | Deferred[bytes]"]
 
 #: Body limit of the endpoints that take no body (Go has none; it reads whatever comes).
 SMALL_BODY_LIMIT = 64 * 1024
@@ -136,7 +140,7 @@ class NSQDHTTP:
 
     # -- wiring ---------------------------------------------------------------------------------
 
-    def _route(self, path: str, methods: list[str], name: str, handler: Callable[..., bytes]) -> None:
+    def _route(self, path: str, methods: list[str], name: str, handler: _Endpoint) -> None:
         self.app.route(path, methods=methods, endpoint=name)(handler)
 
     def _add_routes(self) -> None:
@@ -172,12 +176,12 @@ class NSQDHTTP:
         route("/put", ["GET", "POST"], "put", v1(self.pub))
         route("/mput", ["GET", "POST"], "mput", v1(self.mpub))
 
-    def _logged(self, endpoint: Callable[..., bytes]) -> Callable[..., bytes]:
+    def _logged(self, endpoint: _Endpoint) -> _Endpoint:
         """Log each request as nsqd does: C{200 GET /ping (127.0.0.1:5678) 1.5µs}."""
         clock = self.nsqd.clock
 
         @functools.wraps(endpoint)
-        def logged(request: Request, /, *args: Any, **kwargs: Any) -> bytes:
+        def logged(request: Request, /, *args: Any, **kwargs: Any) -> bytes | Deferred[bytes]:
             start = clock.seconds()
             body = endpoint(request, *args, **kwargs)
             elapsed = go_duration(seconds_to_ns(clock.seconds() - start))
@@ -277,7 +281,7 @@ class NSQDHTTP:
         if persist is not None:
             persist()
 
-    def _publish(self, topic: Topic, bodies: list[bytes], defer: float = 0.0) -> str:
+    def _publish(self, topic: Topic, bodies: list[bytes], defer: float = 0.0) -> str | Deferred[str]:
         if not bodies:
             # An /mpub of blank lines publishes nothing and succeeds, unless nsqd is exiting.
             if self.nsqd.exiting:
@@ -290,6 +294,12 @@ class NSQDHTTP:
             # failed disk write); a full memory-only queue is refused the same way here.
             raise APIError(503, "EXITING") from None
         self.nsqd.run_dispatch()
+        if self.nsqd.durable:
+            # --durable: answer once the group commit has the message on stable storage.
+            def refused(failure: Failure) -> str:
+                raise APIError(503, "EXITING")
+
+            return self.nsqd.sync_barrier().addCallbacks(lambda _: "OK", refused)
         return "OK"
 
     # -- endpoints --------------------------------------------------------------------------------
@@ -319,7 +329,7 @@ class NSQDHTTP:
             "max_deflate_level": options.max_deflate_level,
         }
 
-    def pub(self, request: Request) -> str:
+    def pub(self, request: Request) -> str | Deferred[str]:
         """POST /pub?topic=&defer=: one message; the body is checked before the topic."""
         options = self.nsqd.options
         limit = options.max_msg_size
@@ -340,7 +350,7 @@ class NSQDHTTP:
             defer = ns / 1_000_000_000
         return self._publish(topic, [body], defer)
 
-    def mpub(self, request: Request) -> str:
+    def mpub(self, request: Request) -> str | Deferred[str]:
         """POST /mpub?topic=&binary=: several messages, newline-separated or binary-framed."""
         options = self.nsqd.options
         max_body = options.max_body_size
