@@ -193,6 +193,17 @@ class NSQDProcess:
         self._exit_code = self.popen.returncode
         return self._exit_code
 
+    def kill(self) -> int:
+        """SIGKILL nsqd (a crash, as the kill tests want it) and reap it; returns the exit code."""
+        if self._exit_code is not None:
+            return self._exit_code
+        self._stopped_by_test = True
+        self.popen.kill()
+        self.popen.wait(STOP_TIMEOUT)
+        self._reader.join(STOP_TIMEOUT)
+        self._exit_code = self.popen.returncode
+        return self._exit_code
+
     def cleanup(self) -> None:
         """
         Stop nsqd at the end of a test; fail if it crashed during the test, logged a traceback,
