@@ -41,13 +41,13 @@ class Producer(threading.Thread):
             while not self.stop.is_set():
                 body = b"p%d-%d" % (self.number, i)
                 if i % 5 == 4:
-                    self.client.mpub(TOPIC, [body, body + b"m"])
-                    self.client.expect_ok()
+                    if self.client.mpub(TOPIC, [body, body + b"m"]).data != b"OK":
+                        return
                     now = time.monotonic()
                     self.acked[body] = self.acked[body + b"m"] = now
                 else:
-                    self.client.pub(TOPIC, body)
-                    self.client.expect_ok()
+                    if self.client.pub(TOPIC, body).data != b"OK":
+                        return
                     self.acked[body] = time.monotonic()
                 i += 1
         except (ServerClosed, OSError, TimeoutError):

@@ -25,6 +25,7 @@ from twisted_nsq.wire.ids import IDGenerator
 from twisted_nsq.wire.names import is_ephemeral
 
 if TYPE_CHECKING:
+    from twisted_nsq.nsqd.metadata import Metadata
     from twisted_nsq.nsqd.options import NSQDOptions
 
 log = Logger()
@@ -242,6 +243,28 @@ class NSQD:
         topic = self.topics.get(channel.topic_name)
         if topic is not None and topic.channels.get(channel.name) is channel:
             topic.delete_channel(channel.name)
+
+    def load_metadata(self, metadata: Metadata) -> None:
+        """
+        Recreate the topics and channels ``nsqd.dat`` lists, with their paused flags.
+
+        Observers hear of each creation (there is no lookupd link yet, so nothing is asked of
+        lookupd). Each topic stays paused until all of its channels exist, as Go starts a loaded
+        topic's pump only then: otherwise the first channel created would take the backlog alone.
+        """
+        paused: dict[str, bool] = {}
+        for entry in metadata.topics:
+            topic = self.get_topic(entry.name)
+            paused[entry.name] = paused.get(entry.name, False) or entry.paused
+            topic.pause()
+            for channel_entry in entry.channels:
+                channel = topic.get_channel(channel_entry.name)
+                if channel_entry.paused:
+                    channel.pause()
+        for name, topic_paused in paused.items():
+            loaded = self.topics.get(name)
+            if loaded is not None and not topic_paused:
+                loaded.unpause()
 
     # -- lifecycle --------------------------------------------------------------------------
 

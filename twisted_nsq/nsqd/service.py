@@ -1,10 +1,11 @@
 """
 L{NSQDService}: one nsqd's start-up and shutdown, in Go nsqd's order.
 
-Start: lock the data path, validate the options, bind TCP, HTTP and HTTPS, then start the core
-(which loads C{nsqd.dat}) and the child services (lookupd links and the like). Stop: close the
-TCP listener and every client, the HTTP listeners, flush the core to disk, stop the children,
-then unlock the data path.
+Start: lock the data path, validate the options, bind TCP, HTTP and HTTPS, recreate the topics
+and channels C{nsqd.dat} lists, rewrite it, then start the core and the child services (lookupd
+links and the like). Stop: close the TCP listener and every client, the HTTP listeners, write
+C{nsqd.dat}, flush the core to its disk queues, stop the children and the disk thread, then
+unlock the data path.
 """
 
 from __future__ import annotations
@@ -12,29 +13,46 @@ from __future__ import annotations
 import fcntl
 import os
 import platform
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorFromThreads,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqd.auth import AuthClient
 from twisted_nsq.nsqd.http import NSQDHTTP
+from twisted_nsq.nsqd.metadata import MetadataError, MetadataPersister
 from twisted_nsq.nsqd.nsqd import NSQD
 from twisted_nsq.nsqd.options import NSQDOptions
+from twisted_nsq.nsqd.persistence import (
+    make_backend_factory,
+    persist_and_close,
+    restore,
+    thread_sync_runner,
+)
 from twisted_nsq.nsqd.protocol import NSQDFactory
 from twisted_nsq.nsqd.tls import server_tls_options
 
 _log = Logger()
+
+#: Threads that run the disk queues' fsyncs (each queue has at most one sync under way).
+DISK_THREADS = 4
 
 
 class StartupError(Exception):
@@ -200,6 +218,8 @@ class NSQDService(MultiService):
         self.tcp_listening_port: IListeningPort | None = None
         self.http_listening_port: IListeningPort | None = None
         self.https_listening_port: IListeningPort | None = None
+        self.persister: MetadataPersister | None = None
+        self._disk_pool: ThreadPool | None = None
 
     def startService(self) -> None:
         if self.running:
@@ -227,7 +247,15 @@ class NSQDService(MultiService):
             python=platform.python_version(),
         )
         _log.info("ID: {node_id}", node_id=options.node_id)
-        nsqd = self.nsqd = NSQD(options, self._reactor)
+        pool = self._disk_pool = ThreadPool(minthreads=0, maxthreads=DISK_THREADS, name="nsqd-disk")
+        pool.start()
+        backend_factory = make_backend_factory(
+            options,
+            self._reactor,
+            thread_sync_runner(cast(IReactorFromThreads, self._reactor), pool),
+            self._storage_error,
+        )
+        nsqd = self.nsqd = NSQD(options, self._reactor, backend_factory=backend_factory)
         try:
             tls_options = server_tls_options(options)
         except ValueError as e:
@@ -252,7 +280,18 @@ class NSQDService(MultiService):
             secure = TLSMemoryBIOFactory(tls_options, False, site)
             self.https_listening_port = self._bind("HTTPS", https, secure)
             _, nsqd.https_port = describe_port(self.https_listening_port)
+        try:
+            self.persister = restore(nsqd)
+        except MetadataError as e:
+            raise StartupError(str(e)) from None
+        except OSError as e:
+            raise StartupError(f"failed to persist metadata - {e}") from None
         nsqd.start()
+
+    def _storage_error(self, error: str | None) -> None:
+        """A disk queue failed (or works again): C{/ping} and C{/stats} report it."""
+        if self.nsqd is not None:
+            self.nsqd.set_health(error)
 
     def _bind(self, name: str, address: ListenAddress, factory: IProtocolFactory) -> IListeningPort:
         try:
@@ -268,7 +307,19 @@ class NSQDService(MultiService):
             if port is not None:
                 port.stopListening()
         self.tcp_listening_port = self.http_listening_port = self.https_listening_port = None
+        if self.persister is not None:
+            self.persister.uninstall()
+            self.persister = None
+        if self.nsqd is not None and self.nsqd.topics:
+            # Metadata was loaded but nsqd cannot run: release the queues' files.
+            self.nsqd.close()
+        self._stop_disk_pool()
         self._lock.release()
+
+    def _stop_disk_pool(self) -> None:
+        pool, self._disk_pool = self._disk_pool, None
+        if pool is not None:
+            pool.stop()
 
     def stopService(self) -> Deferred[None]:
         if not self.running:
@@ -285,10 +336,12 @@ class NSQDService(MultiService):
             await self._close_port("HTTPS", self.https_listening_port)
             self.http_listening_port = self.https_listening_port = None
             if self.nsqd is not None:
-                await self.nsqd.close()
+                persister, self.persister = self.persister, None
+                await persist_and_close(self.nsqd, persister)
             await super().stopService()  # type: ignore[no-untyped-call]
         finally:
             self.running = False
+            self._stop_disk_pool()
             self._lock.release()
 
     async def _close_port(self, name: str, port: IListeningPort | None) -> None:
