@@ -190,6 +190,8 @@ class NSQDProcess:
                 self.popen.kill()
                 self.popen.wait(STOP_TIMEOUT)
         self._reader.join(STOP_TIMEOUT)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
         self._exit_code = self.popen.returncode
         return self._exit_code
 
@@ -201,6 +203,8 @@ class NSQDProcess:
         self.popen.kill()
         self.popen.wait(STOP_TIMEOUT)
         self._reader.join(STOP_TIMEOUT)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
         self._exit_code = self.popen.returncode
         return self._exit_code
 

@@ -52,6 +52,8 @@ class Producer(threading.Thread):
                 i += 1
         except (ServerClosed, OSError, TimeoutError):
             return
+        finally:
+            self.client.close()
 
 
 class Consumer(threading.Thread):
@@ -82,6 +84,8 @@ class Consumer(threading.Thread):
                 self.finished.add(message.body)
         except (ServerClosed, OSError, TimeoutError):
             return
+        finally:
+            self.client.close()
 
 
 def drain(nsqd: NSQDProcess, idle: float = 1.5, limit: float = 60.0) -> Counter[bytes]:
@@ -91,14 +95,16 @@ def drain(nsqd: NSQDProcess, idle: float = 1.5, limit: float = 60.0) -> Counter[
     client.rdy(500)
     seen: Counter[bytes] = Counter()
     deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        try:
-            message = client.read_message(timeout=idle)
-        except TimeoutError:
-            break
-        seen[message.body] += 1
-        client.fin(message.id)
-    client.close()
+    try:
+        while time.monotonic() < deadline:
+            try:
+                message = client.read_message(timeout=idle)
+            except TimeoutError:
+                break
+            seen[message.body] += 1
+            client.fin(message.id)
+    finally:
+        client.close()
     return seen
 
 
@@ -177,5 +183,6 @@ class KillTests(SynchronousTestCase):
         consumer.rdy(1)
         message = consumer.read_message(timeout=15)
         arrived = time.monotonic()
+        consumer.close()
         self.assertEqual(message.body, b"deferred")
         self.assertGreaterEqual(arrived - published, 5.9, "the deferral survived the restart")

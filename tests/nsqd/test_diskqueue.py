@@ -8,7 +8,9 @@ code under test.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import stat
 import struct
 from collections.abc import Callable
@@ -657,6 +659,37 @@ class WriteErrorTests(QueueTestMixin, SynchronousTestCase):
         queue.put(message(0, b"ab"))
         self.failureResultOf(queue.sync(), BackendError)
         self.assertEqual(queue.read().body, b"ab")  # type: ignore[union-attr]
+
+    def test_partial_write(self) -> None:
+        # RLIMIT_FSIZE makes the kernel write part of the buffer (ending mid-record), then fail
+        # with EFBIG. The queue resumes 1 GiB into a sparse file, so that the limit stays far
+        # above any other file this process writes meanwhile (trial's log).
+        base = 1 << 30
+        with open(self.file(0), "wb") as f:
+            f.truncate(base)
+        self.write_bytes(self.meta(), golden_metadata(0, 0, base, 0, base))
+        queue = self.make(max_bytes_per_file=2 * base)
+        for n in range(10):
+            queue.put(message(n, b"ab"))
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (base + 100, hard))
+        try:
+            self.clock.advance(0)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+        self.assertEqual(os.path.getsize(self.file(0)), base + 100)
+        self.assertEqual(len(self.errors), 1)
+        # The fourth record is split between the file and the buffer; the reader joins it.
+        self.assertEqual([m.id for m in self.drain(queue)], [b"%016x" % n for n in range(10)])
+        queue.put(message(10, b"ab"))
+        self.assertIsNone(self.errors[-1])
+        queue = self.reopen(queue, max_bytes_per_file=2 * base)
+        with open(self.file(0), "rb") as f:
+            f.seek(base)
+            self.assertEqual(f.read(), b"".join(self.expected(n) for n in range(11)))
+        self.assertEqual([m.id for m in self.drain(queue)], [b"%016x" % 10])
 
     def expected(self, n: int) -> bytes:
         m = message(n, b"ab")

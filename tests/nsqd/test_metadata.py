@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 import os
 import stat
@@ -150,7 +152,7 @@ class AtomicWriteTests(SynchronousTestCase):
         """A crash (here: a failing fsync) before the rename leaves the old file whole, no tmp file."""
         self.nsqd.get_topic("old")
         save_metadata(self.data_path, self.nsqd)
-        before = open(self.path, "rb").read()
+        before = Path(self.path).read_bytes()
 
         def fsync(fd: int) -> None:
             raise OSError(28, "No space left on device")
@@ -158,7 +160,7 @@ class AtomicWriteTests(SynchronousTestCase):
         self.patch(os, "fsync", fsync)
         self.nsqd.get_topic("new")
         self.assertRaises(OSError, save_metadata, self.data_path, self.nsqd)
-        self.assertEqual(open(self.path, "rb").read(), before)
+        self.assertEqual(Path(self.path).read_bytes(), before)
         self.assertEqual(os.listdir(self.data_path), ["nsqd.dat"])
 
 

@@ -6,6 +6,8 @@ every unfinished message (queued, in flight, deferred) is delivered again with i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import os
 import random
 import shutil
@@ -137,9 +139,7 @@ class RestartTests(SynchronousTestCase):
 
     def test_nsqd_dat_written_at_startup(self) -> None:
         nsqd, persister = self.start()
-        self.assertEqual(
-            open(os.path.join(self.data_path, "nsqd.dat"), "rb").read(), b'{"topics":null,"version":"1.3.0"}'
-        )
+        self.assertEqual(Path(self.data_path, "nsqd.dat").read_bytes(), b'{"topics":null,"version":"1.3.0"}')
         nsqd.get_topic("t")
         self.clock.advance(0)
         self.assertEqual([t.name for t in load_metadata(self.data_path).topics], ["t"])  # type: ignore[union-attr]

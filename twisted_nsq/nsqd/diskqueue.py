@@ -452,7 +452,7 @@ class DiskQueue:
         while not self._closed:
             if self._rfn == self._wfn:
                 if self._rpos >= self._wpos:
-                    if self._rpos > self._wpos:
+                    if self._rpos > self._wpos or self._depth != 0:
                         self._check_tail()
                     return None
             elif self._rfn > self._wfn:
