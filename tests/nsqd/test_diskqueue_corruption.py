@@ -187,7 +187,8 @@ class DamageTests(UsableMixin, SynchronousTestCase):
         queue.empty()
         self.assertEqual(self.listing(), [])
         self.assert_usable(queue)
-        self.assertTrue(os.path.exists(self.file(5_000_001)))
+        # Three 35-byte records in 64-byte files, from the file after the old write file on.
+        self.assertTrue(os.path.exists(self.file(5_000_003)))
 
     def test_huge_gap_with_missing_first_file(self) -> None:
         self.write_bytes(self.meta(), golden_metadata(3, 2, 0, 9_000_000, 0))
@@ -232,7 +233,7 @@ class StaleMetadataTests(UsableMixin, SynchronousTestCase):
         self.assertIsNone(queue.read())
         self.assert_usable(queue)
         queue.close()
-        self.assertEqual(self.read_bytes(self.meta()), golden_metadata(0, 1, 35 * 3, 1, 35 * 3))
+        self.assertEqual(self.read_bytes(self.meta()), golden_metadata(0, 3, 35, 3, 35))
 
     def test_read_file_beyond_write_file(self) -> None:
         self.write_bytes(self.file(2), self.records(0))

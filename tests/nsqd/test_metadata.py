@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
 import os
 import stat
+from pathlib import Path
 
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent

@@ -6,12 +6,11 @@ every unfinished message (queued, in flight, deferred) is delivered again with i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
 import random
 import shutil
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from treq.testing import StubTreq
