@@ -751,6 +751,21 @@ class StartupTests(QueueTestMixin, SynchronousTestCase):
         self.assertEqual([m.id for m in self.drain(queue)], [b"%016x" % n for n in (1, 2, 3)])
         self.assertEqual(queue.bad_file_count, 0)
 
+    def test_rolling_into_a_file_with_data(self) -> None:
+        # File 1 holds data the metadata does not know about; rolling into it must not clobber it.
+        stray = message(50, b"stray")
+        self.write_bytes(self.file(1), golden_record(stray.timestamp, stray.attempts, stray.id, stray.body))
+        events = self.capture_logs()
+        queue = self.make(max_bytes_per_file=64)
+        for n in range(3):
+            queue.put(message(n, b"ab"))
+        self.clock.advance(0)
+        self.assertIn("already holds", formats(events))
+        self.assertEqual(os.path.getsize(self.file(1)), 35)
+        self.assertEqual(os.path.getsize(self.file(2)), 32)
+        # The reader salvages it in file order.
+        self.assertEqual([m.id for m in self.drain(queue)], [b"%016x" % n for n in (0, 1, 50, 2)])
+
     def test_unparsable_metadata(self) -> None:
         queue = self.make()
         queue.put(message(0, b"ab"))

@@ -71,6 +71,7 @@ GO_DEFAULTS: dict[str, object] = {
     "handshake_timeout": 10.0,
     "durable": False,
     "keep_deferred": False,
+    "deferred_memory_limit": 0,
 }
 
 

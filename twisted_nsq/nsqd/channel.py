@@ -22,6 +22,7 @@ from zope.interface import Attribute, Interface
 from twisted_nsq.nsqd.backend import IBackendQueue
 from twisted_nsq.nsqd.message import Message
 from twisted_nsq.nsqd.sidecar import load_deferrals, save_deferrals, sidecar_path
+from twisted_nsq.nsqd.spill import DeferredSpill
 from twisted_nsq.wire.names import is_ephemeral
 
 if TYPE_CHECKING:
@@ -89,6 +90,10 @@ class Channel:
         self._keep_deferred = not self.ephemeral and (nsqd.durable or nsqd.options.keep_deferred)
         self._sidecar = ""
         self._deferred_due: dict[bytes, float] = {}
+        self._deferred_limit = nsqd.options.deferred_memory_limit
+        self._spill: DeferredSpill | None = None
+        if self._deferred_limit > 0 and not self.ephemeral and backend.unbounded:
+            self._spill = DeferredSpill(nsqd.data_path(), f"{topic_name}:{name}")
         if self._keep_deferred and backend.unbounded:
             self._sidecar = sidecar_path(nsqd.data_path(), f"{topic_name}:{name}")
             self._deferred_due = {
@@ -196,12 +201,26 @@ class Channel:
             self.nsqd.mark_dirty(self)
 
     def _defer(self, message: Message, delay: float) -> None:
-        due = self._clock.seconds() + delay
+        self._hold(message, self._clock.seconds() + delay)
+
+    def _hold(self, message: Message, due: float) -> None:
+        """Wait until ``due``: in the deferred heap, or past the memory cap in the spill files."""
+        spill = self._spill
+        if spill is not None and message.ref is None and len(self.deferred) >= self._deferred_limit:
+            spill.add(message, due)
+            upcoming = spill.next_time()
+            if upcoming is not None and upcoming < self._timer_at:
+                self._schedule(upcoming)
+            return
         message.deadline = due
         self.deferred[message.id] = message
         heapq.heappush(self._deferred_heap, (due, next(self._sequence), message))
         if due < self._timer_at:
             self._schedule(due)
+
+    def deferred_count(self) -> int:
+        """Deferred messages, in memory and spilled (``deferred_count`` in /stats)."""
+        return len(self.deferred) + (len(self._spill) if self._spill is not None else 0)
 
     def _pop(self) -> Message | None:
         if self._memory:
@@ -217,12 +236,8 @@ class Channel:
         return message
 
     def _park(self, message: Message, due: float) -> None:
-        """A message read back before it is due waits in the deferred heap (keeping its ref)."""
-        message.deadline = due
-        self.deferred[message.id] = message
-        heapq.heappush(self._deferred_heap, (due, next(self._sequence), message))
-        if due < self._timer_at:
-            self._schedule(due)
+        """A message read back before it is due waits (keeping its ref, if any)."""
+        self._hold(message, due)
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -385,7 +400,22 @@ class Channel:
             if deferred.get(message.id) is message:
                 del deferred[message.id]
                 self._requeue(message)
-        upcoming = min(heap[0][0] if heap else _NEVER, deferred_heap[0][0] if deferred_heap else _NEVER)
+        spill = self._spill
+        spill_time = spill.next_time() if spill is not None else None
+        if spill is not None and spill_time is not None and spill_time <= now:
+            for due, message in spill.take(now):
+                if due <= now:
+                    self._requeue(message)
+                else:
+                    message.deadline = due
+                    deferred[message.id] = message
+                    heapq.heappush(deferred_heap, (due, next(self._sequence), message))
+            spill_time = spill.next_time()
+        upcoming = min(
+            heap[0][0] if heap else _NEVER,
+            deferred_heap[0][0] if deferred_heap else _NEVER,
+            spill_time if spill_time is not None else _NEVER,
+        )
         if upcoming < self._timer_at:
             self._schedule(upcoming)
 
@@ -405,6 +435,8 @@ class Channel:
         self.in_flight.clear()
         self.deferred.clear()
         self._deferred_due.clear()
+        if self._spill is not None:
+            self._spill.clear()
         self._in_flight_heap.clear()
         self._deferred_heap.clear()
         for client in list(self._consumers):
@@ -438,6 +470,11 @@ class Channel:
         """
         self.stop_timer()
         in_flight = sorted(self.in_flight.values(), key=lambda m: m.delivery_ts)
+        if self._spill is not None:
+            for due, message in self._spill.take_all():
+                message.deadline = due
+                self.deferred[message.id] = message
+            self._spill.close()
         deferred = sorted(self.deferred.values(), key=lambda m: m.deadline)
         self.in_flight.clear()
         self.deferred.clear()
@@ -459,8 +496,8 @@ class Channel:
             if message.ref is not None:
                 backend.done(message)
         if self._sidecar:
-            due = self._deferred_due
+            due_times = self._deferred_due
             for message in deferred:
-                due[message.id] = message.deadline
-            save_deferrals(self._sidecar, {i: int(t * 1e9) for i, t in due.items()})
+                due_times[message.id] = message.deadline
+            save_deferrals(self._sidecar, {i: int(t * 1e9) for i, t in due_times.items()})
         backend.close()

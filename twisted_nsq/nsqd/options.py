@@ -112,6 +112,9 @@ class NSQDOptions:
     #: twisted-nsq only: deferred messages keep their remaining deferral across a clean restart
     #: (a sidecar file next to the queue's files; see docs/extensions/deferred.md).
     keep_deferred: bool = False
+    #: twisted-nsq only: deferred messages a channel keeps in memory; more spill to disk with
+    #: their due time (0: no limit, as NSQ). See docs/extensions/deferred.md.
+    deferred_memory_limit: int = 0
 
     @property
     def heartbeat_interval(self) -> float:
@@ -237,6 +240,7 @@ _COUNT_FIELDS = (
     "max_output_buffer_size",
     "max_channel_consumers",
     "statsd_udp_packet_size",
+    "deferred_memory_limit",
 )
 
 
@@ -373,6 +377,11 @@ def _flags() -> tuple[FlagSpec, ...]:
             "handshake-timeout",
             DUR,
             "(twisted-nsq) close a connection that sends no protocol magic within this time; 0 disables",
+        ),
+        flag(
+            "deferred-memory-limit",
+            INT,
+            "(twisted-nsq) deferred messages a channel keeps in memory; more go to disk (0: no limit)",
         ),
         flag(
             "keep-deferred",

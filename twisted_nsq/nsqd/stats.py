@@ -306,7 +306,7 @@ def _channel_stats(
         "depth": channel.depth(),
         "backend_depth": channel.backend_depth(),
         "in_flight_count": len(channel.in_flight),
-        "deferred_count": len(channel.deferred),
+        "deferred_count": channel.deferred_count(),
         "message_count": channel.message_count,
         "requeue_count": channel.requeue_count,
         "timeout_count": channel.timeout_count,
