@@ -37,6 +37,11 @@ def _mib(kib: float | None) -> str:
     return "-" if kib is None else f"{kib / 1024:,.1f}"
 
 
+def _rss(kib: float, peak_kib: float | None) -> str:
+    """VmRSS, with VmHWM when known."""
+    return f"{_mib(kib)} MiB" + ("" if peak_kib is None else f" (peak {_mib(peak_kib)} MiB)")
+
+
 def _duration_us(us: float | None) -> str:
     """Microseconds shown in the unit that keeps them readable."""
     if us is None:
@@ -52,24 +57,33 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def throughput_table(rows: Sequence[dict[str, Any]]) -> str:
+def throughput_table(rows: Sequence[dict[str, Any]], disk: bool = False) -> str:
+    """One line per throughput row; C{disk} adds the bytes nsqd wrote to storage per message."""
     body = []
     for row in rows:
         cpu = row.get("nsqd_cpu_us_per_msg")
         missing = row.get("missing")
-        body.append(
-            [
-                row["name"],
-                _int(row["messages"]),
-                f"{row['seconds']:.2f}",
-                _int(row["msgs_per_s"]),
-                f"{row['mb_per_s']:.1f}",
-                "-" if cpu is None else f"{cpu:.1f}",
-                _mib(row.get("rss_kib")),
-                "-" if not missing else _int(missing),
-            ]
-        )
-    headers = ["workload", "msgs", "secs", "msgs/s", "MB/s", "nsqd CPU us/msg", "nsqd RSS MiB", "missing"]
+        cells = [
+            row["name"],
+            _int(row["messages"]),
+            f"{row['seconds']:.2f}",
+            _int(row["msgs_per_s"]),
+            f"{row['mb_per_s']:.1f}",
+            "-" if cpu is None else f"{cpu:.1f}",
+            _mib(row.get("rss_kib")),
+            _mib(row.get("peak_rss_kib")),
+        ]
+        if disk:
+            written = row.get("nsqd_disk_write_bytes")
+            cells.append(
+                "-" if written is None or not row["messages"] else f"{written / row['messages']:.0f}"
+            )
+        cells.append("-" if not missing else _int(missing))
+        body.append(cells)
+    headers = ["workload", "msgs", "secs", "msgs/s", "MB/s", "nsqd CPU us/msg", "nsqd RSS MiB", "peak MiB"]
+    if disk:
+        headers.append("disk B/msg")
+    headers.append("missing")
     return _table(headers, body)
 
 
@@ -109,8 +123,19 @@ def server_table(rows: Sequence[dict[str, Any]]) -> str:
     ]
     for row in rows:
         if "rss_after_fill_kib" in row:
+            on_disk = row.get("data_dir_after_fill_bytes")
             body.append(
-                [f"RSS after filling {row['expected']:,} msgs", f"{_mib(row['rss_after_fill_kib'])} MiB"]
+                [
+                    f"RSS after filling {row['expected']:,} msgs ({row['workload']})",
+                    f"{_rss(row['rss_after_fill_kib'], row.get('peak_rss_after_fill_kib'))}"
+                    + ("" if on_disk is None else f", {on_disk / 1e6:,.0f} MB on disk"),
+                ]
+            )
+            body.append(
+                [
+                    f"RSS after draining them ({row['workload']})",
+                    _rss(row["rss_kib"], row["peak_rss_kib"]),
+                ]
             )
     peak = max(started, key=lambda r: r["peak_rss_kib"])
     body.append([f"peak RSS (VmHWM, {peak['workload']})", f"{_mib(peak['peak_rss_kib'])} MiB"])
@@ -123,10 +148,17 @@ def server_table(rows: Sequence[dict[str, Any]]) -> str:
 def render(rows: Sequence[dict[str, Any]], errors: Sequence[dict[str, str]]) -> str:
     """Every table, then the reference line and any workload that failed."""
     parts = []
-    throughput = [r for r in rows if r.get("kind") == "throughput"]
+    throughput = [r for r in rows if r.get("kind") == "throughput" and not r.get("nsqd_flags")]
+    on_disk = [r for r in rows if r.get("kind") == "throughput" and r.get("nsqd_flags")]
     latency = [r for r in rows if r.get("kind") == "latency"]
     if throughput:
         parts.append("Throughput (MB = 10^6 bytes of message body)\n" + throughput_table(throughput))
+    if on_disk:
+        parts.append(
+            "Throughput with disk queues (--mem-queue-size=0, or 10000 for backlog-5m) and --durable;\n"
+            "disk B/msg = bytes nsqd dirtied for storage (/proc/PID/io write_bytes) per message\n"
+            + throughput_table(on_disk, disk=True)
+        )
     if latency:
         parts.append("Publish-to-delivery latency\n" + latency_table(latency))
     server = server_table(rows)

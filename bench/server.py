@@ -44,6 +44,28 @@ def read_status_kib(pid: int, field: str) -> int:
     raise ServerError(f"/proc/{pid}/status has no {field}")
 
 
+def read_io_bytes(pid: int, field: str) -> int:
+    """A byte count (C{write_bytes}: bytes the process dirtied for storage) from C{/proc/PID/io}."""
+    with open(f"/proc/{pid}/io") as io:
+        for line in io:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise ServerError(f"/proc/{pid}/io has no {field}")
+
+
+def tree_bytes(path: str) -> int:
+    """Bytes of every regular file under C{path} (0 when it does not exist)."""
+    total = 0
+    for directory, _subdirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except FileNotFoundError:
+                # nsqd deletes disk queue files as readers leave them.
+                continue
+    return total
+
+
 def read_cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used, from C{/proc/PID/stat}."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -89,6 +111,8 @@ class Nsqd:
         self.shutdown_s: float | None = None
         self.exit_code: int | None = None
         self.killed = False
+        #: Whether stop() removed the data directory (None until it ran).
+        self.data_dir_removed: bool | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._data_dir = ""
         self._lines: collections.deque[str] = collections.deque(maxlen=200)
@@ -114,6 +138,14 @@ class Nsqd:
 
     def cpu_seconds(self) -> float:
         return read_cpu_seconds(self.pid)
+
+    def disk_write_bytes(self) -> int:
+        """Bytes nsqd has dirtied for storage so far (page-cache writes that reach the disk)."""
+        return read_io_bytes(self.pid, "write_bytes")
+
+    def data_dir_bytes(self) -> int:
+        """The size of everything in nsqd's data directory now."""
+        return tree_bytes(self._data_dir) if self._data_dir else 0
 
     def __enter__(self) -> Nsqd:
         self.start()
@@ -223,7 +255,9 @@ class Nsqd:
             profiler, self._profiler = self._profiler, None
             self.profile_summary = profiler.finish()
         if self._data_dir:
+            # A disk workload leaves hundreds of MB here; the workload's rows record whether it went.
             shutil.rmtree(self._data_dir, ignore_errors=True)
+            self.data_dir_removed = not os.path.exists(self._data_dir)
             self._data_dir = ""
 
     def check_alive(self) -> None:

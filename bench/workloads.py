@@ -24,9 +24,13 @@ MPUB_BATCH = 200
 MB = 1_000_000
 
 
+#: nsqd's own default C{--mem-queue-size}, which the backlog workload runs with.
+DEFAULT_MEM_QUEUE_SIZE = 10_000
+
+
 @dataclass(frozen=True)
 class Settings:
-    """How big each workload is; L{full} fits C{make bench} in about three minutes."""
+    """How big each workload is; L{full} fits C{make bench} in about four minutes."""
 
     nsqd_path: str
     publish_s: float
@@ -35,14 +39,26 @@ class Settings:
     latency_rate: int
     latency_warmup: int
     latency_count: int
+    #: Messages put on disk before the C{consume-disk} and C{consume-durable} drains.
+    disk_fill: int
+    #: Messages in the C{backlog-5m} workload (full run only).
+    backlog: int = 5_000_000
     mem_queue_size: int = 10_000_000
     #: With a directory, py-spy samples each nsqd into C{DIR/WORKLOAD.raw} (see L{bench.profile}).
     profile_dir: Path | None = None
 
-    def nsqd(self, workload: str) -> Nsqd:
-        """A (not yet started) nsqd for C{workload}."""
+    def nsqd(self, workload: str, mem_queue_size: int | None = None, durable: bool = False) -> Nsqd:
+        """
+        A (not yet started) nsqd for C{workload}: everything in memory unless C{mem_queue_size}
+        says otherwise, and with C{--durable} if asked.
+        """
         profile = None if self.profile_dir is None else self.profile_dir / f"{workload}.raw"
-        return Nsqd(self.nsqd_path, self.mem_queue_size, profile_path=profile)
+        return Nsqd(
+            self.nsqd_path,
+            self.mem_queue_size if mem_queue_size is None else mem_queue_size,
+            extra_args=("--durable",) if durable else (),
+            profile_path=profile,
+        )
 
     @classmethod
     def full(cls, nsqd_path: str, profile_dir: Path | None = None) -> Settings:
@@ -55,6 +71,7 @@ class Settings:
             latency_rate=1000,
             latency_warmup=500,
             latency_count=5000,
+            disk_fill=1_000_000,
         )
 
     @classmethod
@@ -68,6 +85,7 @@ class Settings:
             latency_rate=1000,
             latency_warmup=200,
             latency_count=1000,
+            disk_fill=200_000,
         )
 
 
@@ -183,7 +201,19 @@ def _server_facts(nsqd: Nsqd, idle_rss_kib: int) -> dict[str, Any]:
     }
 
 
-def _publishers(nsqd: Nsqd, body_size: int, batch: int, **limit: Any) -> list[Client]:
+def _flags(mem_queue_size: int | None, durable: bool) -> list[str]:
+    """How a workload's nsqd differs from the in-memory default (the rows' C{nsqd_flags})."""
+    flags = [] if mem_queue_size is None else [f"--mem-queue-size={mem_queue_size}"]
+    if durable:
+        flags.append("--durable")
+    return flags
+
+
+def _described(description: str, flags: list[str]) -> str:
+    return description + ", " + " ".join(flags) if flags else description
+
+
+def _publishers(nsqd: Nsqd, body_size: int, batch: int, connections: int = 2, **limit: Any) -> list[Client]:
     config = {
         "host": nsqd.host,
         "port": nsqd.tcp_port,
@@ -191,7 +221,7 @@ def _publishers(nsqd: Nsqd, body_size: int, batch: int, **limit: Any) -> list[Cl
         "body_size": body_size,
         "batch": batch,
     }
-    return [Client("publish", {**config, **limit}) for _ in range(2)]
+    return [Client("publish", {**config, **limit}) for _ in range(connections)]
 
 
 def _consumers(nsqd: Nsqd, rdy: int, first_s: float, idle_s: float) -> list[Client]:
@@ -213,6 +243,7 @@ def _stopped(nsqd: Nsqd, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["shutdown_s"] = nsqd.shutdown_s
         row["killed"] = nsqd.killed
         row["exit_code"] = nsqd.exit_code
+        row["data_dir_removed"] = nsqd.data_dir_removed
         if nsqd.profile_summary is not None:
             row["profile"] = str(nsqd.profile_summary)
     return rows
@@ -222,83 +253,147 @@ def _cpu_per_message(cpu_s: float, messages: int) -> float | None:
     return cpu_s / messages * 1e6 if messages else None
 
 
-def publish(settings: Settings, name: str, body_size: int, batch: int) -> list[dict[str, Any]]:
-    """PUB (C{batch} 1) or MPUB into a topic with one channel: 2 connections, each waiting for OK."""
-    with settings.nsqd(name) as nsqd:
+def publish(
+    settings: Settings,
+    name: str,
+    body_size: int,
+    batch: int,
+    connections: int = 2,
+    mem_queue_size: int | None = None,
+    durable: bool = False,
+) -> list[dict[str, Any]]:
+    """
+    PUB (C{batch} 1) or MPUB into a topic with one channel: C{connections} connections, each
+    waiting for its OK. C{mem_queue_size} 0 puts every message in the channel's disk queue;
+    C{durable} makes each OK wait for the fsync.
+    """
+    with settings.nsqd(name, mem_queue_size, durable) as nsqd:
         idle_rss = nsqd.rss_kib()
         create_channel(nsqd)
-        clients = _publishers(nsqd, body_size, batch, duration_s=settings.publish_s)
+        clients = _publishers(nsqd, body_size, batch, connections, duration_s=settings.publish_s)
         cpu_before = nsqd.cpu_seconds()
+        written_before = nsqd.disk_write_bytes()
         results = run_clients(clients, timeout_s=settings.publish_s + 120)
         cpu = nsqd.cpu_seconds() - cpu_before
+        written = nsqd.disk_write_bytes() - written_before
         nsqd.check_alive()
         messages = sum(r["messages"] for r in results)
         command = "PUB" if batch == 1 else f"MPUB x{batch}"
+        flags = _flags(mem_queue_size, durable)
         row = _throughput(
             name,
-            f"{command} {body_size} B, 2 conns, wait for each OK, {settings.publish_s:g}s",
+            _described(
+                f"{command} {body_size} B, {connections} conns, wait for each OK, {settings.publish_s:g}s",
+                flags,
+            ),
             messages,
             _span_s(results),
             body_size,
         )
         row.update(_server_facts(nsqd, idle_rss))
+        row["connections"] = connections
+        row["nsqd_flags"] = flags
         row["nsqd_cpu_s"] = cpu
         row["nsqd_cpu_us_per_msg"] = _cpu_per_message(cpu, messages)
+        row["nsqd_disk_write_bytes"] = written
         row["client_cpu_s"] = sum(r["client_cpu_s"] for r in results)
     return _stopped(nsqd, [row])
 
 
-def consume(settings: Settings, name: str) -> list[dict[str, Any]]:
+def _fill_and_drain(
+    nsqd: Nsqd, name: str, fill: int, idle_rss: int, flags: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """
-    Fill the channel with C{fill} 100-byte messages (MPUB x200, 2 connections), then drain it with
-    2 consumers at RDY 2500 that FIN every message. Two rows: the fill and the drain.
+    Fill the channel with C{fill} 100-byte messages (MPUB x200, 2 connections), then drain it
+    with 2 consumers at RDY 2500 that FIN every message. Returns the fill row and the drain row;
+    the drain row carries what was read from C{/proc} between the two (C{*_after_fill_*}).
     """
     body_size = 100
-    per_client = settings.fill // 2
+    per_client = fill // 2
     if per_client % MPUB_BATCH:
-        raise ValueError(f"fill {settings.fill} must be a multiple of {2 * MPUB_BATCH}")
-    with settings.nsqd(name) as nsqd:
-        idle_rss = nsqd.rss_kib()
-        create_channel(nsqd)
-        cpu_before = nsqd.cpu_seconds()
-        filled = run_clients(_publishers(nsqd, body_size, MPUB_BATCH, count=per_client), timeout_s=300)
-        fill_cpu = nsqd.cpu_seconds() - cpu_before
-        nsqd.check_alive()
-        fill_messages = sum(r["messages"] for r in filled)
-        fill_row = _throughput(
-            name + "-fill",
-            f"fill: MPUB x{MPUB_BATCH} {body_size} B, 2 conns, {fill_messages:,} msgs",
-            fill_messages,
-            _span_s(filled),
-            body_size,
-        )
-        fill_row.update(_server_facts(nsqd, idle_rss))
-        fill_row["nsqd_cpu_s"] = fill_cpu
-        fill_row["nsqd_cpu_us_per_msg"] = _cpu_per_message(fill_cpu, fill_messages)
-        fill_row["client_cpu_s"] = sum(r["client_cpu_s"] for r in filled)
-        rss_after_fill = nsqd.rss_kib()
+        raise ValueError(f"fill {fill} must be a multiple of {2 * MPUB_BATCH}")
+    create_channel(nsqd)
+    cpu_before = nsqd.cpu_seconds()
+    written_before = nsqd.disk_write_bytes()
+    filled = run_clients(_publishers(nsqd, body_size, MPUB_BATCH, count=per_client), timeout_s=600)
+    fill_cpu = nsqd.cpu_seconds() - cpu_before
+    nsqd.check_alive()
+    fill_messages = sum(r["messages"] for r in filled)
+    fill_row = _throughput(
+        name + "-fill",
+        _described(f"fill: MPUB x{MPUB_BATCH} {body_size} B, 2 conns, {fill_messages:,} msgs", flags),
+        fill_messages,
+        _span_s(filled),
+        body_size,
+    )
+    fill_row.update(_server_facts(nsqd, idle_rss))
+    fill_row["nsqd_flags"] = flags
+    fill_row["nsqd_cpu_s"] = fill_cpu
+    fill_row["nsqd_cpu_us_per_msg"] = _cpu_per_message(fill_cpu, fill_messages)
+    fill_row["nsqd_disk_write_bytes"] = nsqd.disk_write_bytes() - written_before
+    fill_row["client_cpu_s"] = sum(r["client_cpu_s"] for r in filled)
+    rss_after_fill = nsqd.rss_kib()
+    peak_after_fill = nsqd.peak_rss_kib()
+    data_dir_after_fill = nsqd.data_dir_bytes()
 
-        cpu_before = nsqd.cpu_seconds()
-        drained = run_clients(_consumers(nsqd, rdy=2500, first_s=30.0, idle_s=2.0), timeout_s=600)
-        # Includes the consumers' idle wait at the end, during which nsqd does (almost) nothing.
-        cpu = nsqd.cpu_seconds() - cpu_before
-        nsqd.check_alive()
-        consumed = sum(r["messages"] for r in drained)
-        row = _throughput(
-            name,
-            f"2 consumers, RDY 2500, FIN each, draining {fill_messages:,} msgs",
-            consumed,
-            _span_s([r for r in drained if r["messages"]]) if consumed else 0.0,
-            body_size,
+    cpu_before = nsqd.cpu_seconds()
+    drained = run_clients(_consumers(nsqd, rdy=2500, first_s=30.0, idle_s=2.0), timeout_s=900)
+    # Includes the consumers' idle wait at the end, during which nsqd does (almost) nothing.
+    cpu = nsqd.cpu_seconds() - cpu_before
+    nsqd.check_alive()
+    consumed = sum(r["messages"] for r in drained)
+    row = _throughput(
+        name,
+        _described(f"2 consumers, RDY 2500, FIN each, draining {fill_messages:,} msgs", flags),
+        consumed,
+        _span_s([r for r in drained if r["messages"]]) if consumed else 0.0,
+        body_size,
+    )
+    row.update(_server_facts(nsqd, idle_rss))
+    row["nsqd_flags"] = flags
+    row["rss_after_fill_kib"] = rss_after_fill
+    row["peak_rss_after_fill_kib"] = peak_after_fill
+    row["data_dir_after_fill_bytes"] = data_dir_after_fill
+    row["expected"] = fill_messages
+    row["missing"] = fill_messages - consumed
+    row["nsqd_cpu_s"] = cpu
+    row["nsqd_cpu_us_per_msg"] = _cpu_per_message(cpu, consumed)
+    row["client_cpu_s"] = sum(r["client_cpu_s"] for r in drained)
+    return fill_row, row
+
+
+def consume(
+    settings: Settings,
+    name: str,
+    fill: int | None = None,
+    mem_queue_size: int | None = None,
+    durable: bool = False,
+) -> list[dict[str, Any]]:
+    """
+    Fill the channel with C{fill} (default C{settings.fill}) 100-byte messages, then drain it
+    (L{_fill_and_drain}). Two rows: the fill and the drain. With C{mem_queue_size} 0 every
+    message is on disk before the drain starts.
+    """
+    with settings.nsqd(name, mem_queue_size, durable) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        rows = _fill_and_drain(
+            nsqd, name, settings.fill if fill is None else fill, idle_rss, _flags(mem_queue_size, durable)
         )
-        row.update(_server_facts(nsqd, idle_rss))
-        row["rss_after_fill_kib"] = rss_after_fill
-        row["expected"] = fill_messages
-        row["missing"] = fill_messages - consumed
-        row["nsqd_cpu_s"] = cpu
-        row["nsqd_cpu_us_per_msg"] = _cpu_per_message(cpu, consumed)
-        row["client_cpu_s"] = sum(r["client_cpu_s"] for r in drained)
-    return _stopped(nsqd, [fill_row, row])
+    return _stopped(nsqd, list(rows))
+
+
+def backlog(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """
+    A backlog far past the memory queue: C{settings.backlog} 100-byte messages into a channel
+    nobody reads, at nsqd's default C{--mem-queue-size}, so all but 10,000 go to the disk queue;
+    then a drain. Reports nsqd's memory after the fill and after the drain; asserts nothing.
+    """
+    with settings.nsqd(name, DEFAULT_MEM_QUEUE_SIZE) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        rows = _fill_and_drain(
+            nsqd, name, settings.backlog, idle_rss, _flags(DEFAULT_MEM_QUEUE_SIZE, durable=False)
+        )
+    return _stopped(nsqd, list(rows))
 
 
 def pubsub(settings: Settings, name: str) -> list[dict[str, Any]]:
@@ -404,4 +499,18 @@ WORKLOADS: dict[str, Workload] = {
     "pubsub": lambda s: pubsub(s, "pubsub"),
     "latency-rdy1": lambda s: latency(s, "latency-rdy1", 1),
     "latency-rdy100": lambda s: latency(s, "latency-rdy100", 100),
+    "mpub-disk-100": lambda s: publish(s, "mpub-disk-100", 100, MPUB_BATCH, mem_queue_size=0),
+    "mpub-durable-100": lambda s: publish(
+        s, "mpub-durable-100", 100, MPUB_BATCH, mem_queue_size=0, durable=True
+    ),
+    "pub-durable-100": lambda s: publish(s, "pub-durable-100", 100, 1, mem_queue_size=0, durable=True),
+    "pub-durable-100-c8": lambda s: publish(
+        s, "pub-durable-100-c8", 100, 1, connections=8, mem_queue_size=0, durable=True
+    ),
+    "consume-disk": lambda s: consume(s, "consume-disk", s.disk_fill, mem_queue_size=0),
+    "consume-durable": lambda s: consume(s, "consume-durable", s.disk_fill, mem_queue_size=0, durable=True),
+    "backlog-5m": lambda s: backlog(s, "backlog-5m"),
 }
+
+#: Workloads too big for C{--quick}: it leaves them out unless named with C{--only}.
+FULL_ONLY = frozenset({"backlog-5m"})

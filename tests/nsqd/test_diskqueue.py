@@ -14,13 +14,13 @@ import signal
 import stat
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_nsq.nsqd.backend import BackendError, IBackendQueue
@@ -126,7 +126,7 @@ class QueueTestMixin:
             f.write(data)
 
     def drain(self, queue: DiskQueue, limit: int = 10_000) -> list[Message]:
-        out = []
+        out: list[Message] = []
         for _ in range(limit):
             m = queue.read()
             if m is None:
@@ -137,14 +137,16 @@ class QueueTestMixin:
     def listing(self) -> list[str]:
         return sorted(os.listdir(self.path))
 
-    def capture_logs(self) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+    def capture_logs(self) -> list[LogEvent]:
+        """Every log event from now until the end of the test."""
+        events: list[LogEvent] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         return events
 
 
-def formats(events: list[dict[str, Any]]) -> str:
+def formats(events: list[LogEvent]) -> str:
     return "\n".join(str(e.get("log_format", "")) for e in events)
 
 
@@ -179,7 +181,7 @@ class RoundTripTests(QueueTestMixin, SynchronousTestCase):
     def test_interleaved_put_and_read(self) -> None:
         queue = self.make(max_bytes_per_file=200)
         expected = []
-        got = []
+        got: list[bytes] = []
         for n in range(50):
             m = message(n, b"b" * (n % 7))
             queue.put(m)
@@ -752,19 +754,44 @@ class StartupTests(QueueTestMixin, SynchronousTestCase):
         self.assertEqual(queue.bad_file_count, 0)
 
     def test_rolling_into_a_file_with_data(self) -> None:
-        # File 1 holds data the metadata does not know about; rolling into it must not clobber it.
+        # File 2 holds data the metadata does not know about (after a gap, so startup does not
+        # see it): rolling into it must not clobber it.
         stray = message(50, b"stray")
-        self.write_bytes(self.file(1), golden_record(stray.timestamp, stray.attempts, stray.id, stray.body))
+        self.write_bytes(self.file(2), golden_record(stray.timestamp, stray.attempts, stray.id, stray.body))
         events = self.capture_logs()
         queue = self.make(max_bytes_per_file=64)
-        for n in range(3):
+        for n in range(5):
             queue.put(message(n, b"ab"))
         self.clock.advance(0)
         self.assertIn("already holds", formats(events))
-        self.assertEqual(os.path.getsize(self.file(1)), 35)
-        self.assertEqual(os.path.getsize(self.file(2)), 32)
+        self.assertEqual(os.path.getsize(self.file(2)), 35)
+        self.assertEqual(os.path.getsize(self.file(3)), 32)
         # The reader salvages it in file order.
-        self.assertEqual([m.id for m in self.drain(queue)], [b"%016x" % n for n in (0, 1, 50, 2)])
+        self.assertEqual([m.id for m in self.drain(queue)], [b"%016x" % n for n in (0, 1, 2, 3, 50, 4)])
+
+    def test_file_with_data_appears_while_caught_up(self) -> None:
+        queue = self.make()
+        self.assertIsNone(queue.read())  # caught up with the writer
+        stray = message(50, b"stray")
+        self.write_bytes(self.file(0), golden_record(stray.timestamp, stray.attempts, stray.id, stray.body))
+        queue.put(message(1, b"mine"))
+        self.assertEqual(os.path.getsize(self.file(0)), 35)
+        self.assertEqual([m.id for m in self.drain(queue)], [stray.id, b"%016x" % 1])
+
+    def test_next_file_with_data_at_startup(self) -> None:
+        # A crash after a roll, before the metadata naming the new file was written.
+        queue = self.make(max_bytes_per_file=64)
+        for n in range(2):
+            queue.put(message(n, b"ab"))
+        queue.close()
+        late = message(2, b"ab")
+        self.write_bytes(self.file(1), golden_record(late.timestamp, late.attempts, late.id, late.body))
+        queue = self.make(max_bytes_per_file=64)
+        queue.put(message(3, b"ab"))
+        self.clock.advance(0)
+        self.assertEqual(os.path.getsize(self.file(1)), 32)
+        self.assertEqual([m.id for m in self.drain(queue)], [b"%016x" % n for n in range(4)])
+        self.assertEqual(queue.bad_file_count, 0)
 
     def test_unparsable_metadata(self) -> None:
         queue = self.make()

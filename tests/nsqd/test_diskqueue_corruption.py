@@ -203,7 +203,7 @@ class StaleMetadataTests(UsableMixin, SynchronousTestCase):
         self.setUpQueueDir()
 
     def records(self, *nums: int) -> bytes:
-        out = []
+        out: list[bytes] = []
         for n in nums:
             m = message(n, b"ab")
             out.append(golden_record(m.timestamp, m.attempts, m.id, m.body))
@@ -349,7 +349,7 @@ class RandomDamageTests(QueueTestMixin, SynchronousTestCase):
         return q
 
     def bounded_drain(self, queue: DiskQueue) -> list[Message]:
-        out = []
+        out: list[Message] = []
         for _ in range(1000):
             m = queue.read()
             if m is None:

@@ -13,18 +13,22 @@ Files, all mode 0600, in ``data_path``:
 
 Everything runs on the reactor thread except what ``sync_runner`` runs: the fsyncs and the
 metadata write. Records are appended to one ``bytearray`` and handed to the OS in large writes
-(at the end of the reactor turn, past 64 KiB, before a sync); a reader that catches up with the
-writer takes records straight from that buffer, so a queue that is written and read in turn
-makes no system call per message.
+(at the end of the reactor turn, past 64 KiB, before a sync, on roll); the reader reads large
+chunks with ``pread`` and parses them in memory, and while it is caught up with the writer it
+takes new records straight from ``put()`` (still written to the file as usual). No system call
+is made per message.
 
-Go's behaviour is kept, with three deliberate differences, none visible in the files:
+Go's behaviour is kept, with these deliberate differences, none visible in the file format:
 
 - a reader that has consumed a complete file moves to the next one instead of hitting EOF and
   renaming a good file ``.bad`` (nsqio/go-diskqueue#42, still open for 1.1.0);
-- at startup, a write file whose size is not the metadata's writePos (torn tail, or stale
-  metadata) is never written again, and neither is a later file that already holds data: writing
-  moves on to a fresh file number, and the reader salvages the intact records;
-- the tail checks also run at startup, so stale metadata is repaired before the first read.
+- existing data is never written over: at startup, a write file whose size is not the
+  metadata's writePos (torn tail, or stale metadata), and any file after it that already holds
+  data (a crash after a roll), are left to the reader, which salvages their intact records, and
+  writing starts at the next free file number; rolling into a file that holds data skips it too;
+- the tail checks also run at startup, so stale metadata is repaired before the first read; an
+  unparsable metadata file is renamed ``.bad`` and the queue starts fresh (and salvages);
+- ``depth()`` never reports a negative count (the metadata keeps Go's value until the tail).
 """
 
 from __future__ import annotations
@@ -149,6 +153,11 @@ class DiskQueue:
         self._coff = 0
         self._rfd: int | None = None
         self._read_end = -1
+        # While the reader is caught up with the writer, put() also queues each record's fields
+        # here, so read() rebuilds the message without parsing bytes; it holds only records
+        # still in the write buffer (cleared when the buffer is written), so it stays small.
+        self._direct = False
+        self._pending: deque[tuple[bytes, bytes, int, int]] = deque()
         # keep_until_done: every message read and not yet done, oldest first, and read files
         # that must stay until the oldest of those has left them.
         self._unfinished: deque[_Ref] = deque()
@@ -182,8 +191,11 @@ class DiskQueue:
         buf = self._wbuf
         if self._wpos + size + 4 > self._put_limit or size > self._max_record or len(message.id) != 16:
             self._prepare_put(size, message.id)
-        buf += _RECORD_HEAD_ID.pack(size, message.timestamp, message.attempts & 0xFFFF, message.id)
+        attempts = message.attempts & 0xFFFF
+        buf += _RECORD_HEAD_ID.pack(size, message.timestamp, attempts, message.id)
         buf += body
+        if self._direct:
+            self._pending.append((message.id, body, message.timestamp, attempts))
         self._wpos += size + 4
         self._depth += 1
         if self._flush_call is None:
@@ -198,6 +210,25 @@ class DiskQueue:
 
     def read(self) -> Message | None:
         """Take the next message (attempts as stored), or None when nothing is left."""
+        if self._direct:
+            if not self._pending:
+                return None
+            message_id, body, timestamp, attempts = self._pending.popleft()
+            message = Message(message_id, body, timestamp, attempts)
+            if self._keep:
+                ref = _Ref(self._token, self._rfn, self._rpos)
+                self._unfinished.append(ref)
+                message.ref = ref
+            self._rpos += _BODY_START + len(body)
+            self._depth -= 1
+            ops = self._ops + 1
+            if ops >= self._sync_every:
+                self._request_sync()
+            else:
+                self._ops = ops
+                if self._timer is None:
+                    self._timer = self._clock.callLater(self._sync_timeout, self._timer_fired)
+            return message
         chunk = self._chunk
         off = self._coff
         if len(chunk) - off < _BODY_START and off == len(chunk) and self._rfn == self._wfn:
@@ -233,8 +264,8 @@ class DiskQueue:
                         self._timer = self._clock.callLater(self._sync_timeout, self._timer_fired)
                 if 0 <= self._read_end <= pos:
                     self._next_read_file()
-                elif pos == self._wpos and self._depth != 0:
-                    self._check_tail()
+                elif pos == self._wpos and self._rfn == self._wfn:
+                    self._caught_up()
                 return message
         return self._read_slow()
 
@@ -371,6 +402,7 @@ class DiskQueue:
     def _roll(self) -> None:
         """Move writing to the next file number (the old one is fsynced by the sync this asks for)."""
         self._flush_raw()
+        self._direct = False
         if self._rfn == self._wfn:
             self._read_end = self._wpos
         if self._wfd is not None:
@@ -399,6 +431,8 @@ class DiskQueue:
                         )
                         _close_quietly(fd)
                         self._wfn += 1
+                        # The reader has that file to read before it meets the writer again.
+                        self._direct = False
                         continue
                 elif flushed > 0:
                     os.lseek(fd, flushed, os.SEEK_SET)
@@ -422,6 +456,10 @@ class DiskQueue:
                 written = os.write(fd, buf)
                 # Dropping a bytearray's head is O(1) in CPython.
                 del buf[:written]
+                if self._pending:
+                    # Written out: the reader takes these from the file instead.
+                    self._pending.clear()
+                    self._direct = False
         except OSError:
             # As Go does: forget the file; the next write reopens it at the flushed position.
             self._wfd = None
@@ -452,8 +490,10 @@ class DiskQueue:
         while not self._closed:
             if self._rfn == self._wfn:
                 if self._rpos >= self._wpos:
-                    if self._rpos > self._wpos or self._depth != 0:
+                    if self._rpos > self._wpos:
                         self._check_tail()
+                    else:
+                        self._caught_up()
                     return None
             elif self._rfn > self._wfn:
                 self._check_tail()
@@ -570,7 +610,17 @@ class DiskQueue:
         self._request_sync()
         self._check_tail()
 
+    def _caught_up(self) -> None:
+        """The reader is at the write position: fix depth if it disagrees, read directly from now on."""
+        if self._depth != 0:
+            self._check_tail()
+        self._chunk = b""
+        self._coff = 0
+        self._direct = True
+
     def _move_read_to(self, file_num: int) -> None:
+        self._direct = False
+        self._pending.clear()
         self._close_read_file()
         self._rfn = file_num
         self._rpos = 0
@@ -853,32 +903,41 @@ class DiskQueue:
 
     def _check_write_file(self) -> None:
         """
-        At startup: if the write file is not exactly ``writePos`` bytes long (the metadata is
-        older than the data), write from a fresh file number and let the reader salvage it.
+        At startup: if the write file is not exactly ``writePos`` bytes long, or the next file
+        already holds data (the metadata is older than the data: a crash after a roll), write
+        from a fresh file number after them and let the reader salvage them in order.
         """
         while True:
-            path = self._file_name(self._wfn)
-            try:
-                size = os.stat(path).st_size
-            except FileNotFoundError:
-                if self._wpos == 0:
+            size = self._file_size(self._wfn)
+            if size == self._wpos or (size < 0 and self._wpos == 0):
+                following = self._file_size(self._wfn + 1)
+                if following <= 0:
                     return
-                size = -1
-            except OSError:
-                # An unusable data path: put() reports it.
-                return
-            if size == self._wpos:
-                return
-            log.warn(
-                "DISKQUEUE({queue}) {file} metadata writePos {pos} != file size of {size}, "
-                "skipping to new file",
-                queue=self.name,
-                file=path,
-                pos=self._wpos,
-                size=size,
-            )
+                log.warn(
+                    "DISKQUEUE({queue}) {file} already holds {size} bytes beyond the metadata, "
+                    "skipping to new file",
+                    queue=self.name,
+                    file=self._file_name(self._wfn + 1),
+                    size=following,
+                )
+            else:
+                log.warn(
+                    "DISKQUEUE({queue}) {file} metadata writePos {pos} != file size of {size}, "
+                    "skipping to new file",
+                    queue=self.name,
+                    file=self._file_name(self._wfn),
+                    pos=self._wpos,
+                    size=size,
+                )
             self._wfn += 1
             self._wpos = 0
+
+    def _file_size(self, file_num: int) -> int:
+        """The size of a data file, or -1 if it does not exist (or cannot be looked at)."""
+        try:
+            return os.stat(self._file_name(file_num)).st_size
+        except OSError:
+            return -1
 
     # -- files --------------------------------------------------------------------------------
 
@@ -954,6 +1013,8 @@ class DiskQueue:
         """No more reads, writes or timers."""
         self._closed = True
         self._put_limit = -1
+        self._direct = False
+        self._pending.clear()
         if self._flush_call is not None:
             if self._flush_call.active():
                 self._flush_call.cancel()
