@@ -85,7 +85,7 @@ class Settings:
             latency_rate=1000,
             latency_warmup=200,
             latency_count=1000,
-            disk_fill=200_000,
+            disk_fill=100_000,
         )
 
 

@@ -451,3 +451,24 @@ class RandomDamageTests(QueueTestMixin, SynchronousTestCase):
             if "meta" not in name and os.path.exists(current):
                 with open(current, "rb") as f:
                     self.assertEqual(f.read(len(content)), content)
+
+
+class CrashDepthTests(QueueTestMixin, SynchronousTestCase):
+    """A crash between syncs leaves data newer than the metadata: depth must count it."""
+
+    def setUp(self) -> None:
+        self.setUpQueueDir()
+
+    def test_unsynced_tail_is_counted_and_delivered(self) -> None:
+        queue = self.make()
+        for n in range(10):
+            queue.put(message(n, b"synced"))
+        queue.sync()
+        for n in range(10, 25):
+            queue.put(message(n, b"unsynced"))
+        queue.flush()
+        # "Crash": the process dies with the data in the files but stale metadata.
+        crashed = self.make(sync_runner=self.runner)
+        self.assertEqual(crashed.depth(), 25)
+        self.assertEqual(len(self.drain(crashed)), 25)
+        self.assertEqual(crashed.depth(), 0)

@@ -931,6 +931,31 @@ class DiskQueue:
                 )
             self._wfn += 1
             self._wpos = 0
+            # The metadata predates data that did reach the files (a crash between syncs):
+            # its depth undercounts, so count what the reader will salvage.
+            self._depth = self._count_unread()
+
+    def _count_unread(self) -> int:
+        """Records from the read position to the end of the files before the write file."""
+        count = 0
+        file_num, pos = self._rfn, self._rpos
+        while file_num < self._wfn:
+            try:
+                with open(self._file_name(file_num), "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                file_num, pos = file_num + 1, 0
+                continue
+            except OSError:
+                break
+            while pos + 4 <= len(data):
+                (size,) = _SIZE.unpack_from(data, pos)
+                if not MESSAGE_HEADER_SIZE <= size <= self._max_record or pos + 4 + size > len(data):
+                    break
+                count += 1
+                pos += 4 + size
+            file_num, pos = file_num + 1, 0
+        return count
 
     def _file_size(self, file_num: int) -> int:
         """The size of a data file, or -1 if it does not exist (or cannot be looked at)."""
