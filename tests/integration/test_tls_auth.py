@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import time
 import ssl
 import threading
 from collections.abc import Iterator
@@ -290,6 +291,17 @@ class TLSTests(SynchronousTestCase):
         self.assertEqual((message.body, message.attempts), (b"secret message", 1))
         client.fin(message.id)
         client.assert_silent(0.2)
+
+    def test_unfinished_tls_handshake_is_closed(self) -> None:
+        """A client granted TLS that never starts the handshake is dropped after 5 s (as Go does)."""
+        nsqd = start_nsqd(self, *self.certs.server_flags())
+        client = self.connect(nsqd)
+        client.command(b"IDENTIFY", json.dumps({"feature_negotiation": True, "tls_v1": True}).encode())
+        started = time.monotonic()
+        frames = client.read_until_closed(timeout=15)
+        self.assertEqual(len(frames), 1, "only the plaintext IDENTIFY reply, then the close")
+        self.assertGreaterEqual(time.monotonic() - started, 4.5)
+        client.close()
 
     def test_tls_then_compression(self) -> None:
         """TLS and then snappy (or deflate) in one IDENTIFY: compression runs inside TLS."""

@@ -28,7 +28,7 @@ from twisted_nsq._version import NSQ_VERSION
 from twisted_nsq.nsqd.channel import Channel, ChannelError, IChannelConsumer
 from twisted_nsq.nsqd.message import Message
 from twisted_nsq.nsqd.nsqd import NSQD
-from twisted_nsq.nsqd.tls import client_tls_info
+from twisted_nsq.nsqd.tls import EMPTY_TLS_INFO, client_tls_info
 from twisted_nsq.nsqd.topic import PublishError
 from twisted_nsq.wire.commands import parse_base10_unsigned, parse_mpub_body
 from twisted_nsq.wire.compression import CompressionError, DeflateCodec, SnappyCodec
@@ -74,6 +74,8 @@ STATE_SUBSCRIBED = 3
 STATE_CLOSING = 4
 
 _MESSAGE_HEADER = struct.Struct(">iiqH")
+#: Seconds a client has to finish the TLS handshake after IDENTIFY granted it (Go's deadline).
+TLS_HANDSHAKE_TIMEOUT = 5.0
 _MESSAGE_FRAME_OVERHEAD = 4 + 26
 #: Largest decompressed output one read may produce (bounds a compression bomb).
 _MAX_INFLATE = 16 * 1024 * 1024
@@ -182,6 +184,7 @@ class NSQDProtocol(Protocol):
         self._next_heartbeat = self._last_read + self.heartbeat_interval
         self._timer: IDelayedCall | None = None
         self._stall_timer: IDelayedCall | None = None
+        self._tls_check: IDelayedCall | None = None
         self._lost: list[Deferred[None]] = []
         self._commands: dict[bytes, Callable[[list[bytes]], BodySpec | None]] = {
             b"IDENTIFY": self._identify,
@@ -228,6 +231,12 @@ class NSQDProtocol(Protocol):
         if handshake > 0:
             self._timer = self.clock.callLater(handshake, self._handshake_expired)
 
+    def _tls_handshake_expired(self) -> None:
+        self._tls_check = None
+        if not self._closed and client_tls_info(self.transport) == EMPTY_TLS_INFO:
+            log.info("client({client}) did not finish the TLS handshake in time", client=self.remote_address)
+            self._abort()
+
     def _handshake_expired(self) -> None:
         self._timer = None
         if len(self._magic) < 4 and not self._closed:
@@ -256,10 +265,10 @@ class NSQDProtocol(Protocol):
         return d
 
     def _cancel_timers(self) -> None:
-        for timer in (self._timer, self._stall_timer):
+        for timer in (self._timer, self._stall_timer, self._tls_check):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._timer = self._stall_timer = None
+        self._timer = self._stall_timer = self._tls_check = None
 
     def _abort(self) -> None:
         self._closed = True
@@ -571,6 +580,8 @@ class NSQDProtocol(Protocol):
             self.transport.startTLS(self._tls_options)  # type: ignore[union-attr]
             self.tls = True
             self._write(OK_FRAME)
+            # Go gives the TLS handshake 5 seconds.
+            self._tls_check = self.clock.callLater(TLS_HANDSHAKE_TIMEOUT, self._tls_handshake_expired)
         if snappy:
             codec = SnappyCodec()
             self._encoder, self._decoder = codec.compress, codec.decompress
