@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import time
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
