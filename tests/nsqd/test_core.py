@@ -182,3 +182,29 @@ class UnbufferedEphemeralTests(SynchronousTestCase):
         nsqd.run_dispatch()
         self.assertEqual([m.body for m in client.messages()], [b"taken"])
         self.assertEqual(topic.channels["c#ephemeral"].depth(), 0)
+
+
+class InFlightHeapTests(SynchronousTestCase):
+    def test_finished_messages_are_not_kept_until_their_deadline(self) -> None:
+        from twisted_nsq.nsqd.channel import HEAP_SLACK
+
+        clock = Clock()
+        nsqd = make_nsqd(clock, mem_queue_size=100_000)
+        topic = nsqd.get_topic("t")
+        channel = topic.get_channel("c")
+        client = LoopbackClient(nsqd)
+        client.subscribe("t", "c", rdy=100)
+        for _ in range(200):
+            topic.publish([b"x"] * 100)
+            nsqd.run_dispatch()
+            ids = [m.id for m in client.messages()]
+            client.send(b"".join(b"FIN %s\n" % i for i in ids))
+        refs = sum(len(entry[2]) for entry in channel._in_flight_heap)
+        self.assertLessEqual(refs, 2 * len(channel.in_flight) + HEAP_SLACK + 100)
+        self.assertEqual(channel._heap_refs, refs)
+        # Deadlines still work after compactions.
+        topic.publish([b"late"])
+        nsqd.run_dispatch()
+        self.assertEqual(len(client.messages()), 1)
+        clock.advance(60)
+        self.assertEqual(channel.timeout_count, 1)

@@ -32,6 +32,8 @@ _NEVER = float("inf")
 #: One dispatch pass writes at most about this many body bytes to a client before the next
 #: client's turn; the transport's back-pressure (``IPushProducer``) then bounds what is buffered.
 PASS_BYTES = 256 * 1024
+#: Finished-message references the in-flight heap may hold beyond twice the live ones.
+HEAP_SLACK = 4096
 
 
 class ChannelError(Exception):
@@ -103,6 +105,9 @@ class Channel:
         self._consumers: list[IChannelConsumer] = []
         self._rotation = 0
         self._in_flight_heap: list[tuple[float, int, list[Message]]] = []
+        # Message references held by the heap, finished ones included (lazy deletion); the heap
+        # is rebuilt from ``in_flight`` when they outnumber the live ones (see _compact_heap).
+        self._heap_refs = 0
         self._deferred_heap: list[tuple[float, int, Message]] = []
         self._sequence = itertools.count()
         self._timer: IDelayedCall | None = None
@@ -317,6 +322,9 @@ class Channel:
                 if not batch:
                     continue
                 heapq.heappush(self._in_flight_heap, (deadline, next(self._sequence), batch))
+                self._heap_refs += len(batch)
+                if self._heap_refs > 2 * len(in_flight) + HEAP_SLACK:
+                    self._compact_heap()
                 if deadline < self._timer_at:
                     self._schedule(deadline)
                 client.in_flight_count += len(batch)
@@ -362,8 +370,29 @@ class Channel:
             deadline = cap
         message.deadline = deadline
         heapq.heappush(self._in_flight_heap, (deadline, next(self._sequence), [message]))
+        self._heap_refs += 1
+        if self._heap_refs > 2 * len(self.in_flight) + HEAP_SLACK:
+            self._compact_heap()
         if deadline < self._timer_at:
             self._schedule(deadline)
+
+    def _compact_heap(self) -> None:
+        """
+        Rebuild the in-flight heap from ``in_flight`` alone.
+
+        FIN and REQ leave their entries in the heap (removing from a heap is O(n)), so without
+        this a fast consumer would keep every finished message alive until its deadline
+        (``--msg-timeout``, 60 s by default). ``in_flight`` is bounded by the clients' RDY
+        windows, and a rebuild happens only after at least that many pushes, so it costs O(1)
+        per delivery.
+        """
+        by_deadline: dict[float, list[Message]] = {}
+        for message in self.in_flight.values():
+            by_deadline.setdefault(message.deadline, []).append(message)
+        heap = [(deadline, next(self._sequence), batch) for deadline, batch in by_deadline.items()]
+        heapq.heapify(heap)
+        self._in_flight_heap = heap
+        self._heap_refs = len(self.in_flight)
 
     # -- the one timer ---------------------------------------------------------------------------
 
@@ -385,7 +414,9 @@ class Channel:
         heap = self._in_flight_heap
         in_flight = self.in_flight
         while heap and heap[0][0] <= now:
-            for message in heapq.heappop(heap)[2]:
+            batch = heapq.heappop(heap)[2]
+            self._heap_refs -= len(batch)
+            for message in batch:
                 if in_flight.get(message.id) is message and message.deadline <= now:
                     del in_flight[message.id]
                     self.timeout_count += 1
@@ -438,6 +469,7 @@ class Channel:
         if self._spill is not None:
             self._spill.clear()
         self._in_flight_heap.clear()
+        self._heap_refs = 0
         self._deferred_heap.clear()
         for client in list(self._consumers):
             client.channel_emptied()
@@ -479,6 +511,7 @@ class Channel:
         self.in_flight.clear()
         self.deferred.clear()
         self._in_flight_heap.clear()
+        self._heap_refs = 0
         self._deferred_heap.clear()
         if self.ephemeral:
             self._memory.clear()
