@@ -62,13 +62,21 @@ def _reactor() -> IReactorTime:
 
 
 class DefaultProgramsTests(SynchronousTestCase):
-    def test_nsqd(self) -> None:
-        """The cluster runs this virtualenv's nsqd with its data under the data directory."""
-        [nsqd] = default_programs("/venv/bin", "/data")
+    def test_nsqlookupd_then_nsqd(self) -> None:
+        """
+        The cluster runs this virtualenv's nsqlookupd, waits until it listens, then runs nsqd with
+        its data under the data directory, registering with that nsqlookupd.
+        """
+        [lookupd, nsqd] = default_programs("/venv/bin", "/data")
+        self.assertEqual(lookupd.name, "nsqlookupd")
+        self.assertEqual(lookupd.executable, "/venv/bin/nsqlookupd")
+        self.assertEqual(lookupd.arguments, ())
+        self.assertEqual(lookupd.ready_text, b"TCP: listening on ")
         self.assertEqual(nsqd.name, "nsqd")
         self.assertEqual(nsqd.executable, "/venv/bin/nsqd")
-        self.assertEqual(nsqd.arguments, ("--data-path=/data/nsqd",))
+        self.assertEqual(nsqd.arguments, ("--data-path=/data/nsqd", "--lookupd-tcp-address=127.0.0.1:4160"))
         self.assertEqual(nsqd.data_dir, "/data/nsqd")
+        self.assertEqual(nsqd.ready_text, b"")
 
 
 class DevClusterTests(TestCase):
@@ -115,6 +123,36 @@ class DevClusterTests(TestCase):
         self.assertEqual(status, 1)
         self.assertIn(b"quitter exited on its own (status 3)", self.stderr.getvalue())
         self.assertIn(b"no newline\n", self.stdout.getvalue())
+
+    async def test_waits_until_ready(self) -> None:
+        """A program with C{ready_text} is started alone; the next one starts once it printed it."""
+        first = Program(
+            "first",
+            sys.executable,
+            ("-c", "import time; time.sleep(0.3); print('almost', flush=True); time.sleep(0.3)\n" + WAITER),
+            ready_text=b"out line",
+        )
+        cluster = self.cluster(first, self.python("second", WAITER))
+        finished = cluster.start()
+        await self.wait_for(self.stdout, b"almost\n")
+        self.assertNotIn(b"starting second", self.stderr.getvalue())
+        await self.wait_for(self.stderr, b"[devcluster] starting second: ")
+        self.assertEqual(self.stdout.getvalue()[:16], b"almost\nout line\n")
+        # Stopped once the second one handles SIGTERM (a signal before that kills it: status 1).
+        await self.wait_for(self.stdout, b"out line\nout line\n")
+        await self.bounded(cluster.stop())
+        self.assertEqual(await self.bounded(finished), 0)
+
+    async def test_not_ready_exits(self) -> None:
+        """A program that exits before it is ready stops the cluster; the rest never start."""
+        cluster = self.cluster(
+            Program("early", sys.executable, ("-c", "import sys; sys.exit(5)"), ready_text=b"ready"),
+            self.python("never", WAITER),
+        )
+        status = await self.bounded(cluster.start())
+        self.assertEqual(status, 1)
+        self.assertIn(b"early exited on its own (status 5)", self.stderr.getvalue())
+        self.assertNotIn(b"starting never", self.stderr.getvalue())
 
     async def test_failed_drain(self) -> None:
         """A child that exits non-zero when stopped makes the status 1."""

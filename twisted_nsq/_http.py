@@ -270,6 +270,71 @@ def _unescape(value: bytes) -> str:
     return unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8", "replace")
 
 
+# -- cross-site requests ----------------------------------------------------------------------
+
+#: Methods that change nothing; every other method is refused when it comes cross-site.
+SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _host_and_port(authority: str, default_port: int) -> tuple[str, int] | None:
+    """C{host[:port]} or C{[v6][:port]} as a lower-case host and a port, or C{None} if malformed."""
+    if authority.startswith("["):
+        host, bracket, rest = authority[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port_text = rest[1:]
+    else:
+        host, _, port_text = authority.partition(":")
+    if not host:
+        return None
+    if not port_text:
+        return host.lower(), default_port
+    if not port_text.isdigit():
+        return None
+    return host.lower(), int(port_text)
+
+
+def origin_matches_host(origin: str, host: str | None, secure: bool) -> bool:
+    """
+    Whether an C{Origin} header names the server the request was sent to (its C{Host}).
+
+    Scheme default ports are filled in on both sides; C{Origin: null}, an origin that is not
+    http(s), and a request without C{Host} never match.
+    """
+    if host is None:
+        return False
+    scheme, separator, authority = origin.strip().partition("://")
+    scheme = scheme.lower()
+    if not separator or scheme not in _DEFAULT_PORTS or "/" in authority:
+        return False
+    origin_address = _host_and_port(authority, _DEFAULT_PORTS[scheme])
+    host_address = _host_and_port(host.strip(), 443 if secure else 80)
+    return origin_address is not None and origin_address == host_address
+
+
+def is_cross_site(request: Request) -> bool:
+    """
+    Whether a browser sent C{request} on behalf of another site's page.
+
+    True when C{Sec-Fetch-Site} is C{cross-site}, or an C{Origin} header is present and names
+    another host than the request's C{Host}. Programs (curl, NSQ clients, nsqadmin) send neither
+    header, so their requests are never cross-site.
+    """
+    headers = request.requestHeaders
+    fetch_site = headers.getRawHeaders(b"Sec-Fetch-Site") or []
+    if any(value.strip().lower() == b"cross-site" for value in fetch_site):
+        return True
+    origins = headers.getRawHeaders(b"Origin")
+    if not origins:
+        return False
+    hosts = headers.getRawHeaders(b"Host") or []
+    host = hosts[0].decode("latin-1") if hosts else None
+    secure: bool = request.isSecure()  # type: ignore[no-untyped-call]
+    return not all(origin_matches_host(origin.decode("latin-1"), host, secure) for origin in origins)
+
+
 # -- request limits ---------------------------------------------------------------------------
 
 

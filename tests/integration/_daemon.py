@@ -7,6 +7,9 @@ from its C{TCP: listening on ...} and C{HTTP: listening on ...} log lines, and r
 with the test that stops it (and fails the test if nsqd died on its own, logged a traceback, or
 did not stop cleanly on SIGTERM).
 
+L{start_nsqlookupd} does the same for the C{nsqlookupd} console script (or
+C{$TWISTED_NSQ_TEST_NSQLOOKUPD}), so that cluster tests can run one nsqlookupd and several nsqd.
+
 L{run_pynsq} runs one pynsq scenario (Python source defining C{async def scenario()}) in a
 separate interpreter, so that tornado's IOLoop and Twisted never share a process; the scenario's
 return value comes back as JSON.
@@ -25,12 +28,22 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-__all__ = ["NSQD_COMMAND_VARIABLE", "NSQDProcess", "nsqd_command", "run_pynsq", "start_nsqd"]
+__all__ = [
+    "NSQD_COMMAND_VARIABLE",
+    "NSQLOOKUPD_COMMAND_VARIABLE",
+    "NSQDProcess",
+    "nsqd_command",
+    "nsqlookupd_command",
+    "run_pynsq",
+    "start_nsqd",
+    "start_nsqlookupd",
+]
 
 #: How long nsqd may take to print its listening lines.
 START_TIMEOUT = 20.0
@@ -48,19 +61,35 @@ _LISTENING = re.compile(r"\b(TCP|HTTP|HTTPS): listening on (\S+)")
 NSQD_COMMAND_VARIABLE = "TWISTED_NSQ_TEST_NSQD"
 
 
+#: The same for nsqlookupd.
+NSQLOOKUPD_COMMAND_VARIABLE = "TWISTED_NSQ_TEST_NSQLOOKUPD"
+
+
+def _command(variable: str, script: str) -> list[str]:
+    override = os.environ.get(variable)
+    if override:
+        return shlex.split(override)
+    # Not resolved: the venv's bin/python is a symlink out of the venv.
+    executable = Path(sys.executable).parent / script
+    if not executable.exists():
+        raise AssertionError(f"{executable} does not exist: is twisted-nsq installed in this venv?")
+    return [str(executable)]
+
+
 def nsqd_command() -> list[str]:
     """
     The command that starts nsqd: C{$TWISTED_NSQ_TEST_NSQD} if set, otherwise the C{nsqd}
     console script of the virtualenv running the tests.
     """
-    override = os.environ.get(NSQD_COMMAND_VARIABLE)
-    if override:
-        return shlex.split(override)
-    # Not resolved: the venv's bin/python is a symlink out of the venv.
-    executable = Path(sys.executable).parent / "nsqd"
-    if not executable.exists():
-        raise AssertionError(f"{executable} does not exist: is twisted-nsq installed in this venv?")
-    return [str(executable)]
+    return _command(NSQD_COMMAND_VARIABLE, "nsqd")
+
+
+def nsqlookupd_command() -> list[str]:
+    """
+    The command that starts nsqlookupd: C{$TWISTED_NSQ_TEST_NSQLOOKUPD} if set, otherwise the
+    C{nsqlookupd} console script of the virtualenv running the tests.
+    """
+    return _command(NSQLOOKUPD_COMMAND_VARIABLE, "nsqlookupd")
 
 
 def _split_address(text: str) -> tuple[str, int]:
@@ -70,21 +99,22 @@ def _split_address(text: str) -> tuple[str, int]:
 
 class NSQDProcess:
     """
-    A running nsqd and everything it has logged so far.
+    A running nsqd (or nsqlookupd: C{name} says which) and everything it has logged so far.
 
     Its combined stdout/stderr is drained by a thread all the time, so a chatty nsqd never blocks
     on a full pipe.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], flags: list[str]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], flags: list[str], name: str = "nsqd") -> None:
         self.popen = popen
         self.flags = flags
+        self.name = name
         self._lines: list[str] = []
         self._changed = threading.Condition()
         self._addresses: dict[str, tuple[str, int]] = {}
         self._stopped_by_test = False
         self._exit_code: int | None = None
-        self._reader = threading.Thread(target=self._drain, name=f"nsqd-{popen.pid}-log", daemon=True)
+        self._reader = threading.Thread(target=self._drain, name=f"{name}-{popen.pid}-log", daemon=True)
         self._reader.start()
 
     def _drain(self) -> None:
@@ -123,12 +153,12 @@ class NSQDProcess:
                 remaining = deadline - time.monotonic()
                 if self.popen.poll() is not None and not self._reader.is_alive():
                     raise RuntimeError(
-                        f"nsqd exited with code {self.popen.returncode} before listening on {kinds}; "
+                        f"{self.name} exited with code {self.popen.returncode} before listening on {kinds}; "
                         f"flags {self.flags}; output:\n" + "\n".join(self._lines)
                     )
                 if remaining <= 0:
                     raise RuntimeError(
-                        f"nsqd did not log listening lines for {kinds} within {timeout}s; "
+                        f"{self.name} did not log listening lines for {kinds} within {timeout}s; "
                         f"flags {self.flags}; output:\n" + "\n".join(self._lines)
                     )
                 self._changed.wait(min(remaining, 0.2))
@@ -139,7 +169,9 @@ class NSQDProcess:
             try:
                 return self._addresses[kind]
             except KeyError:
-                raise AssertionError(f"nsqd logged no {kind} listening line:\n" + self.output()) from None
+                raise AssertionError(
+                    f"{self.name} logged no {kind} listening line:\n" + self.output()
+                ) from None
 
     @property
     def tcp_address(self) -> tuple[str, int]:
@@ -153,6 +185,12 @@ class NSQDProcess:
     def tcp_hostport(self) -> str:
         """The TCP address as C{host:port}, as pynsq takes it."""
         host, port = self.tcp_address
+        return f"{host}:{port}"
+
+    @property
+    def http_hostport(self) -> str:
+        """The HTTP address as C{host:port}."""
+        host, port = self.http_address
         return f"{host}:{port}"
 
     def alive(self) -> bool:
@@ -221,16 +259,16 @@ class NSQDProcess:
             self.popen.stdout.close()
         if died_early:
             raise AssertionError(
-                f"nsqd exited on its own with code {code} during the test:\n" + self.output()
+                f"{self.name} exited on its own with code {code} during the test:\n" + self.output()
             )
         if code != 0:
             raise AssertionError(
-                f"nsqd exited with code {code} after SIGTERM (expected 0):\n" + self.output()
+                f"{self.name} exited with code {code} after SIGTERM (expected 0):\n" + self.output()
             )
         output = self.output()
         for sign in _CRASH_SIGNS:
             if sign in output:
-                raise AssertionError(f"nsqd logged {sign!r} during the test:\n" + output)
+                raise AssertionError(f"{self.name} logged {sign!r} during the test:\n" + output)
 
 
 def start_nsqd(
@@ -238,6 +276,7 @@ def start_nsqd(
     *extra_flags: str,
     data_path: str | None = None,
     timeout: float = START_TIMEOUT,
+    dash: str = "--",
 ) -> NSQDProcess:
     """
     Start nsqd on loopback with kernel-chosen ports and wait until it listens.
@@ -245,27 +284,58 @@ def start_nsqd(
     @param test: the test that owns the process; its cleanup stops nsqd.
     @param extra_flags: more Go-style flags, e.g. C{"--msg-timeout=1s"}.
     @param data_path: the C{--data-path}; by default a fresh directory under the test's temp dir.
+    @param dash: how the standard flags are spelled: C{"--"} or Go's single C{"-"}.
     """
     if data_path is None:
         data_path = test.mktemp()
     os.makedirs(data_path, exist_ok=True)
     flags = [
-        "--tcp-address=127.0.0.1:0",
-        "--http-address=127.0.0.1:0",
+        f"{dash}tcp-address=127.0.0.1:0",
+        f"{dash}http-address=127.0.0.1:0",
         # Only used when a TLS certificate is configured; never the fixed default port.
-        "--https-address=127.0.0.1:0",
-        f"--data-path={data_path}",
+        f"{dash}https-address=127.0.0.1:0",
+        f"{dash}data-path={data_path}",
         *extra_flags,
     ]
+    return _start(test, "nsqd", nsqd_command(), flags, timeout)
+
+
+def start_nsqlookupd(
+    test: SynchronousTestCase,
+    *extra_flags: str,
+    timeout: float = START_TIMEOUT,
+    dash: str = "--",
+) -> NSQDProcess:
+    """
+    Start nsqlookupd on loopback with kernel-chosen ports and wait until it listens. Its
+    C{--broadcast-address} is 127.0.0.1 (nsqd makes HTTP calls to it there) unless
+    C{extra_flags} set another.
+
+    @param test: the test that owns the process; its cleanup stops nsqlookupd.
+    @param extra_flags: more Go-style flags, e.g. C{"--tombstone-lifetime=2s"}.
+    @param dash: how the standard flags are spelled: C{"--"} or Go's single C{"-"}.
+    """
+    flags = [
+        f"{dash}tcp-address=127.0.0.1:0",
+        f"{dash}http-address=127.0.0.1:0",
+        f"{dash}broadcast-address=127.0.0.1",
+        *extra_flags,
+    ]
+    return _start(test, "nsqlookupd", nsqlookupd_command(), flags, timeout)
+
+
+def _start(
+    test: SynchronousTestCase, name: str, command: list[str], flags: list[str], timeout: float
+) -> NSQDProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     popen = subprocess.Popen(
-        [*nsqd_command(), *flags],
+        [*command, *flags],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
     )
-    process = NSQDProcess(popen, flags)
+    process = NSQDProcess(popen, flags, name)
     test.addCleanup(process.cleanup)
     try:
         process.wait_listening(("TCP", "HTTP"), timeout)
@@ -442,6 +512,7 @@ def run_pynsq(
     scenario: str,
     *,
     timeout: float = 30.0,
+    also: Sequence[NSQDProcess] = (),
     **params: Any,
 ) -> Any:
     """
@@ -451,11 +522,17 @@ def run_pynsq(
         helpers and C{P}, the JSON of C{params} plus C{nsqd} (the C{host:port}) and C{timeout}.
     @param timeout: the hard limit for the whole subprocess; the scenario itself is cancelled a
         few seconds earlier.
+    @param also: the other daemons the scenario uses (a cluster's nsqlookupd and nsqd nodes);
+        their logs join C{nsqd}'s in a failure's message.
     """
     path = Path(test.mktemp() + ".py")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(PYNSQ_PRELUDE + scenario + "\n\nrun(scenario)\n", encoding="utf-8")
     arguments = dict(params, nsqd=nsqd.tcp_hostport, timeout=max(timeout - 5.0, 1.0))
+
+    def logs() -> str:
+        return "\n".join(f"{daemon.name} ({daemon.pid}):\n{daemon.output()}" for daemon in (nsqd, *also))
+
     try:
         completed = subprocess.run(
             [sys.executable, str(path), json.dumps(arguments)],
@@ -469,7 +546,7 @@ def run_pynsq(
     except subprocess.TimeoutExpired as e:
         stderr = (e.stderr or b"").decode("utf-8", "replace")
         raise AssertionError(
-            f"pynsq scenario did not finish within {timeout}s; stderr:\n{stderr}\nnsqd:\n{nsqd.output()}"
+            f"pynsq scenario did not finish within {timeout}s; stderr:\n{stderr}\n{logs()}"
         ) from None
     stdout = completed.stdout.decode("utf-8", "replace").strip().splitlines()
     stderr = completed.stderr.decode("utf-8", "replace")
@@ -478,10 +555,8 @@ def run_pynsq(
     except (IndexError, ValueError):
         raise AssertionError(
             f"pynsq scenario printed no result (exit {completed.returncode}); stdout {stdout!r}; "
-            f"stderr:\n{stderr}\nnsqd:\n{nsqd.output()}"
+            f"stderr:\n{stderr}\n{logs()}"
         ) from None
     if not report["ok"]:
-        raise AssertionError(
-            f"pynsq scenario failed:\n{report['error']}\nstderr:\n{stderr}\nnsqd:\n{nsqd.output()}"
-        )
+        raise AssertionError(f"pynsq scenario failed:\n{report['error']}\nstderr:\n{stderr}\n{logs()}")
     return report["result"]

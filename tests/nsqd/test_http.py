@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import struct
+import threading
 from typing import Any
 
 from treq.testing import StubTreq
@@ -12,9 +14,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_http_helpers import JSON, TEXT, V1, Reply, call
-from twisted_nsq._http import BodyLimit
-from twisted_nsq.nsqd.http import NSQDHTTP, SMALL_BODY_LIMIT, make_site
+from twisted_nsq._http import BodyLimit, origin_matches_host
+from twisted_nsq.nsqd.http import NSQDHTTP, SMALL_BODY_LIMIT, changes_state, make_site, thread_stacks
 from twisted_nsq.nsqd.nsqd import NSQD
+from twisted_nsq.nsqd.stats import version_line
 from twisted_nsq.testing import LoopbackClient, make_nsqd
 
 _INT32 = struct.Struct(">i")
@@ -790,3 +793,452 @@ class SiteTests(Base):
         site = make_site(self.nsqd, self.clock, timeout=30.0, request_timeout=10.0)
         self.assertEqual((site.timeOut, site.request_timeout), (30.0, 10.0))
         self.assertEqual(site.body_limit(b"POST", b"/pub"), BodyLimit(100, "MSG_TOO_BIG"))
+
+
+# -- /stats against spec 3.3, field by field ------------------------------------------------------
+
+#: Spec 3.3's key order for each object of the /stats document.
+DOCUMENT_KEYS = ["version", "health", "start_time", "topics", "memory", "producers"]
+TOPIC_KEYS = [
+    "topic_name",
+    "channels",
+    "depth",
+    "backend_depth",
+    "message_count",
+    "message_bytes",
+    "paused",
+    "e2e_processing_latency",
+]
+CHANNEL_KEYS = [
+    "channel_name",
+    "depth",
+    "backend_depth",
+    "in_flight_count",
+    "deferred_count",
+    "message_count",
+    "requeue_count",
+    "timeout_count",
+    "client_count",
+    "clients",
+    "paused",
+    "e2e_processing_latency",
+]
+CLIENT_KEYS = [
+    "client_id",
+    "hostname",
+    "version",
+    "remote_address",
+    "state",
+    "ready_count",
+    "in_flight_count",
+    "message_count",
+    "finish_count",
+    "requeue_count",
+    "connect_ts",
+    "sample_rate",
+    "deflate",
+    "snappy",
+    "user_agent",
+    "tls",
+    "tls_cipher_suite",
+    "tls_version",
+    "tls_negotiated_protocol",
+    "tls_negotiated_protocol_is_mutual",
+]
+PRODUCER_KEYS = [*CLIENT_KEYS[:15], "pub_counts", *CLIENT_KEYS[15:]]
+MEMORY_KEYS = [
+    "heap_objects",
+    "heap_idle_bytes",
+    "heap_in_use_bytes",
+    "heap_released_bytes",
+    "gc_pause_usec_100",
+    "gc_pause_usec_99",
+    "gc_pause_usec_95",
+    "next_gc_bytes",
+    "gc_total_runs",
+]
+
+
+class StatsSchemaTests(Base):
+    """
+    One topic with one channel, one consumer on it and one producer, checked against every field
+    of spec 3.3 (values, types and key order) in JSON, and line by line in the text format.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        consumer = LoopbackClient(self.nsqd, port=39644)
+        consumer.identify(
+            client_id="cons", hostname="cons.host", user_agent="pytest/0.1", feature_negotiation=True
+        )
+        consumer.subscribe("t1", "ch1", rdy=2)
+        self.clock.advance(5)
+        producer = LoopbackClient(self.nsqd, port=50000)
+        producer.command("PUB t1", b"hello")
+        producer.command("MPUB t1", binary_mpub([b"a", b"bb"]))
+        self.assertEqual([f.data for f in producer.frames()], [b"OK", b"OK"])
+        first, second = consumer.messages()
+        consumer.command("FIN " + first.id.decode())
+        consumer.command(f"REQ {second.id.decode()} 0")
+        self.assertEqual(len(consumer.messages()), 2)
+        self.clock.advance(2)
+
+    def consumer_stats(self) -> dict[str, Any]:
+        return {
+            "client_id": "cons",
+            "hostname": "cons.host",
+            "version": "V2",
+            "remote_address": "127.0.0.1:39644",
+            "state": 3,
+            "ready_count": 2,
+            "in_flight_count": 2,
+            "message_count": 4,
+            "finish_count": 1,
+            "requeue_count": 1,
+            "connect_ts": 1700000000,
+            "sample_rate": 0,
+            "deflate": False,
+            "snappy": False,
+            "user_agent": "pytest/0.1",
+            "tls": False,
+            "tls_cipher_suite": "",
+            "tls_version": "",
+            "tls_negotiated_protocol": "",
+            "tls_negotiated_protocol_is_mutual": False,
+        }
+
+    def producer_stats(self) -> dict[str, Any]:
+        # No IDENTIFY: the IP stands in for client_id and hostname.
+        return {
+            "client_id": "127.0.0.1",
+            "hostname": "127.0.0.1",
+            "version": "V2",
+            "remote_address": "127.0.0.1:50000",
+            # Never identified nor subscribed: still in the initial state.
+            "state": 0,
+            "ready_count": 0,
+            "in_flight_count": 0,
+            "message_count": 0,
+            "finish_count": 0,
+            "requeue_count": 0,
+            "connect_ts": 1700000005,
+            "sample_rate": 0,
+            "deflate": False,
+            "snappy": False,
+            "user_agent": "",
+            "pub_counts": [{"topic": "t1", "count": 3}],
+            "tls": False,
+            "tls_cipher_suite": "",
+            "tls_version": "",
+            "tls_negotiated_protocol": "",
+            "tls_negotiated_protocol_is_mutual": False,
+        }
+
+    def test_json(self) -> None:
+        reply = self.request("GET", "/stats?format=json")
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(reply.header(b"Content-Type"), JSON)
+        self.assertEqual(reply.header(b"X-NSQ-Content-Type"), V1)
+        document = json.loads(reply.body)
+        self.assertEqual(list(document), DOCUMENT_KEYS)
+        self.assertEqual(
+            (document["version"], document["health"], document["start_time"]), ("1.3.0", "OK", 1700000000)
+        )
+        self.assertEqual(list(document["memory"]), MEMORY_KEYS)
+        for key, value in document["memory"].items():
+            self.assertIs(type(value), int, key)
+            self.assertGreaterEqual(value, 0, key)
+        (topic,) = document["topics"]
+        self.assertEqual(list(topic), TOPIC_KEYS)
+        (channel,) = topic["channels"]
+        self.assertEqual(list(channel), CHANNEL_KEYS)
+        (client,) = channel["clients"]
+        self.assertEqual(list(client), CLIENT_KEYS)
+        self.assertEqual(client, self.consumer_stats())
+        disabled = {"count": 0, "percentiles": None}
+        expected_channel = {
+            "channel_name": "ch1",
+            "depth": 0,
+            "backend_depth": 0,
+            "in_flight_count": 2,
+            "deferred_count": 0,
+            # Requeues are not counted again.
+            "message_count": 3,
+            "requeue_count": 1,
+            "timeout_count": 0,
+            "client_count": 1,
+            "clients": [self.consumer_stats()],
+            "paused": False,
+            "e2e_processing_latency": disabled,
+        }
+        self.assertEqual(channel, expected_channel)
+        self.assertEqual(
+            topic,
+            {
+                "topic_name": "t1",
+                "channels": [expected_channel],
+                "depth": 0,
+                "backend_depth": 0,
+                "message_count": 3,
+                "message_bytes": 8,
+                "paused": False,
+                "e2e_processing_latency": disabled,
+            },
+        )
+        (producer,) = document["producers"]
+        self.assertEqual(list(producer), PRODUCER_KEYS)
+        self.assertEqual(producer, self.producer_stats())
+
+    def test_json_with_latency(self) -> None:
+        nsqd = make_nsqd(self.clock, e2e_processing_latency_percentiles=[0.99])
+        stub = StubTreq(NSQDHTTP(nsqd).resource())
+        client = LoopbackClient(nsqd)
+        client.subscribe("t1", "ch1", rdy=1)
+        nsqd.get_topic("t1").publish([b"x"])
+        nsqd.run_dispatch()
+        self.clock.advance(11.5)
+        client.command("FIN " + client.messages()[0].id.decode())
+        document = json.loads(call(stub, "GET", "/stats?format=json").body)
+        latency = {"count": 1, "percentiles": [{"quantile": 0.99, "value": 11_500_000_000}]}
+        self.assertEqual(document["topics"][0]["e2e_processing_latency"], latency)
+        self.assertEqual(document["topics"][0]["channels"][0]["e2e_processing_latency"], latency)
+
+    def test_text(self) -> None:
+        reply = self.request("GET", "/stats")
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(reply.header(b"Content-Type"), TEXT)
+        self.assertEqual(reply.header(b"X-NSQ-Content-Type"), V1)
+        page = reply.body.decode("utf-8")
+        head, _, memory = page.partition("\nMemory:\n")
+        self.assertEqual(
+            head,
+            f"{version_line()}\nstart_time 2023-11-14T22:13:20Z\nuptime 7s\n\nHealth: OK\n",
+        )
+        memory_lines, _, rest = memory.partition("\n\n")
+        self.assertEqual([line.split()[0] for line in memory_lines.splitlines()], MEMORY_KEYS)
+        for line in memory_lines.splitlines():
+            self.assertRegex(line, r"^   [a-z_0-9]+ *\t\d+$")
+        self.assertEqual(
+            "\n\n" + rest,
+            "\n\nTopics:\n"
+            "   [t1             ] depth: 0     be-depth: 0     msgs: 3        e2e%: \n"
+            "      [ch1                      ] depth: 0     be-depth: 0     inflt: 2    def: 0    "
+            "re-q: 1     timeout: 0     msgs: 3        e2e%: \n"
+            "        [V2 cons.host:39644 pytest/0.1] state: 3 inflt: 2    rdy: 2    fin: 1        "
+            "re-q: 1        msgs: 4        connected: 7s\n"
+            "\nProducers:\n"
+            "   [V2 127.0.0.1:50000      ] msgs: 3        topics: t1=3 connected: 2s\n",
+        )
+
+    def test_text_paused(self) -> None:
+        self.post("/topic/pause?topic=t1")
+        self.post("/channel/pause?topic=t1&channel=ch1")
+        page = self.request("GET", "/stats?include_mem=false").body.decode("utf-8")
+        self.assertIn("\n*P [t1             ] depth: 0", page)
+        self.assertIn("\n   *P [ch1                      ] depth: 0", page)
+
+
+# -- hardening (beyond NSQ) -----------------------------------------------------------------------
+
+
+def call_with(
+    stub: Any, method: str, path: str, headers: dict[bytes, bytes], body: bytes | None = None
+) -> Reply:
+    """Like C{call}, with request headers."""
+    replies: list[Reply] = []
+
+    def got(response: Any) -> Any:
+        found = {k.lower(): v for k, v in response.headers.getAllRawHeaders()}
+        return stub.content(response).addCallback(
+            lambda content: replies.append(Reply(response.code, found, content))
+        )
+
+    raw = {name: [value] for name, value in headers.items()}
+    stub.request(method, "http://nsqd.test" + path, data=body, headers=raw).addCallback(got)
+    stub.flush()
+    assert replies, "no response"
+    return replies[0]
+
+
+CROSS_SITE = b'{"message":"CROSS_SITE_REQUEST"}'
+
+
+class CrossSiteTests(Base):
+    def send(self, method: str, path: str, body: bytes | None = None, **headers: str) -> Reply:
+        raw = {name.replace("_", "-").encode(): value.encode() for name, value in headers.items()}
+        return call_with(self.stub, method, path, raw, body)
+
+    def test_fetch_site_cross_site_refused(self) -> None:
+        reply = self.send("POST", "/pub?topic=t", b"x", Sec_Fetch_Site="cross-site")
+        self.assertReply(reply, 403, CROSS_SITE)
+        self.assertEqual(self.nsqd.topics, {})
+
+    def test_foreign_origin_refused(self) -> None:
+        for origin in (
+            "http://evil.example",
+            "http://nsqd.test:8080",
+            "https://nsqd.test",
+            "null",
+            "file://",
+        ):
+            reply = self.send("POST", "/topic/create?topic=t", Origin=origin)
+            self.assertReply(reply, 403, CROSS_SITE)
+        self.assertEqual(self.nsqd.topics, {})
+
+    def test_every_mutating_endpoint_guarded(self) -> None:
+        self.post("/channel/create?topic=t&channel=c")
+        self.post("/topic/create?topic=t")
+        self.post("/channel/create?topic=t&channel=c")
+        requests = [
+            ("POST", "/pub?topic=t"),
+            ("POST", "/mpub?topic=t"),
+            ("POST", "/put?topic=t"),
+            ("GET", "/put?topic=t"),
+            ("GET", "/mput?topic=t"),
+            ("PUT", "/config/log_level"),
+            ("DELETE", "/topic/delete?topic=t"),
+        ]
+        for action in ("create", "delete", "empty", "pause", "unpause"):
+            requests.append(("POST", f"/topic/{action}?topic=t"))
+            requests.append(("POST", f"/channel/{action}?topic=t&channel=c"))
+            for kind in ("topic", "channel"):
+                for method in ("GET", "POST"):
+                    requests.append((method, f"/{action}_{kind}?topic=t&channel=c"))
+        for method, path in requests:
+            reply = self.send(method, path, b"debug", Sec_Fetch_Site="cross-site")
+            self.assertEqual((reply.code, reply.body), (403, CROSS_SITE), (method, path))
+        topic = self.nsqd.topics["t"]
+        self.assertEqual((topic.message_count, topic.paused, list(topic.channels)), (0, False, ["c"]))
+        self.assertEqual(self.nsqd.options.log_level, "info")
+
+    def test_same_site_and_programs_allowed(self) -> None:
+        self.assertReply(self.send("POST", "/pub?topic=t", b"a"), 200, b"OK")
+        for fetch_site in ("same-origin", "none", "same-site"):
+            self.assertReply(self.send("POST", "/pub?topic=t", b"a", Sec_Fetch_Site=fetch_site), 200, b"OK")
+        for origin in ("http://nsqd.test", "HTTP://NSQD.TEST", "http://nsqd.test:80"):
+            self.assertReply(self.send("POST", "/pub?topic=t", b"a", Origin=origin), 200, b"OK")
+        self.assertEqual(self.nsqd.topics["t"].message_count, 7)
+
+    def test_reads_allowed_cross_site(self) -> None:
+        for path in ("/ping", "/info", "/stats", "/metrics", "/config/log_level"):
+            reply = self.send("GET", path, Sec_Fetch_Site="cross-site", Origin="http://evil.example")
+            self.assertEqual(reply.code, 200, path)
+
+    def test_tls_gate_first(self) -> None:
+        self.nsqd.options.tls_required = "true"
+        self.nsqd.https_port = 4152
+        reply = self.send("POST", "/pub?topic=t", b"x", Sec_Fetch_Site="cross-site")
+        self.assertEqual(reply.code, 403)
+        self.assertEqual(reply.body, b'{"message": "TLS_REQUIRED", "https_port": 4152}')
+
+    def test_changes_state(self) -> None:
+        self.assertTrue(changes_state(b"POST", b"/stats"))
+        self.assertTrue(changes_state(b"GET", b"/delete_topic?topic=t"))
+        self.assertTrue(changes_state(b"GET", b"http://nsqd:4151/put?topic=t"))
+        self.assertFalse(changes_state(b"GET", b"/stats?format=json"))
+        self.assertFalse(changes_state(b"HEAD", b"/ping"))
+        self.assertFalse(changes_state(b"OPTIONS", b"/pub"))
+
+
+class OriginMatchTests(SynchronousTestCase):
+    def test_matches(self) -> None:
+        cases = [
+            ("http://h:4151", "h:4151", False),
+            ("http://H:4151", "h:4151", False),
+            ("http://h", "h:80", False),
+            ("http://h:80", "h", False),
+            ("https://h", "h", True),
+            ("https://h:443", "h:443", True),
+            ("http://[::1]:4151", "[::1]:4151", False),
+            ("http://10.0.0.1:4151", "10.0.0.1:4151", False),
+        ]
+        for origin, host, secure in cases:
+            self.assertTrue(origin_matches_host(origin, host, secure), (origin, host))
+
+    def test_mismatches(self) -> None:
+        cases = [
+            ("http://h:4151", "h:4152", False),
+            ("http://other:4151", "h:4151", False),
+            ("https://h", "h", False),
+            ("http://h", "h", True),
+            ("null", "h", False),
+            ("ftp://h", "h:21", False),
+            ("http://h:4151", None, False),
+            ("http://h/path", "h", False),
+            ("http://h:x", "h", False),
+            ("http://[::1]:4151", "::1:4151", False),
+            ("http://[::1", "[::1", False),
+            ("http://", "", False),
+        ]
+        for origin, host, secure in cases:
+            self.assertFalse(origin_matches_host(origin, host, secure), (origin, host))
+
+
+class DebugDisabledTests(Base):
+    def test_not_found(self) -> None:
+        for method, path in (
+            ("GET", "/debug/threads"),
+            ("GET", "/debug/gc"),
+            ("POST", "/debug/freememory"),
+            ("GET", "/debug/pprof/"),
+        ):
+            self.assertError(self.request(method, path), 404, "NOT_FOUND")
+
+    def test_option_defaults_off(self) -> None:
+        self.assertFalse(self.nsqd.options.http_debug)
+        self.assertReply(self.request("GET", "/config/http_debug"), 200, b"false", json=True)
+
+
+class DebugTests(Base):
+    overrides = {"http_debug": True}
+
+    def test_threads(self) -> None:
+        reply = self.request("GET", "/debug/threads")
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(reply.header(b"Content-Type"), TEXT)
+        text = reply.body.decode("utf-8")
+        self.assertIn("thread MainThread (", text)
+        self.assertIn("in test_threads", text)
+
+    def test_thread_stacks_names_other_threads(self) -> None:
+        started = threading.Event()
+        release = threading.Event()
+
+        def park() -> None:
+            started.set()
+            release.wait(10)
+
+        worker = threading.Thread(target=park, name="parked-worker")
+        worker.start()
+        try:
+            started.wait(10)
+            text = thread_stacks()
+        finally:
+            release.set()
+            worker.join(10)
+        self.assertIn("thread parked-worker (", text)
+        self.assertIn("in park", text)
+
+    def test_gc(self) -> None:
+        reply = self.request("GET", "/debug/gc")
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(reply.header(b"Content-Type"), JSON)
+        self.assertEqual(reply.header(b"X-NSQ-Content-Type"), V1)
+        report = json.loads(reply.body)
+        self.assertEqual(
+            list(report),
+            ["enabled", "thresholds", "counts", "generations", "tracked_objects", "uncollectable", "frozen"],
+        )
+        self.assertEqual(len(report["generations"]), len(report["thresholds"]))
+        self.assertGreater(report["tracked_objects"], 0)
+
+    def test_freememory(self) -> None:
+        before = sum(generation["collections"] for generation in gc.get_stats())
+        self.assertReply(self.post("/debug/freememory"), 200, b"")
+        after = sum(generation["collections"] for generation in gc.get_stats())
+        self.assertGreater(after, before)
+        self.assertError(self.request("GET", "/debug/freememory"), 405, "METHOD_NOT_ALLOWED")
+
+    def test_freememory_cross_site(self) -> None:
+        reply = call_with(self.stub, "POST", "/debug/freememory", {b"Sec-Fetch-Site": b"cross-site"})
+        self.assertReply(reply, 403, CROSS_SITE)

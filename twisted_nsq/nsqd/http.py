@@ -6,6 +6,14 @@ the order in which it checks things (which is observable: C{/pub} reads the body
 at the topic, C{/mpub} creates the topic before reading the body), plus the pre-1.0 aliases
 (C{/put}, C{/create_topic}, ...) answering GET or POST in the V1 format.
 
+Beyond NSQ (docs/extensions/prometheus.md, docs/extensions/http-hardening.md):
+  - C{GET /metrics}: Prometheus metrics (L{PrometheusMetrics});
+  - C{/debug/...} (thread stacks, GC statistics, C{/debug/freememory}) only with
+    C{--http-debug}; without it they are unknown paths (404);
+  - a request that changes something (any method but GET/HEAD/OPTIONS, and the GET-able pre-1.0
+    aliases) is refused with C{403 CROSS_SITE_REQUEST} when a browser sends it from another
+    site's page (L{is_cross_site}); programs never send the headers that reveal it.
+
 L{NSQDHTTP.site} wraps it in a L{LimitedSite}: request bodies are refused from their
 C{Content-Length} (or while a chunked body streams) before they are held in memory.
 """
@@ -13,8 +21,12 @@ C{Content-Length} (or while a chunked body streams) before they are held in memo
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import socket
+import sys
+import threading
+import traceback
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +43,7 @@ from twisted_nsq._cli import Kind
 from twisted_nsq._http import (
     BOOL_PARAMS,
     JSON_CONTENT_TYPE,
+    SAFE_METHODS,
     V1_VERSION,
     X_NSQ_CONTENT_TYPE,
     APIError,
@@ -39,13 +52,16 @@ from twisted_nsq._http import (
     Query,
     go_duration,
     install_fallbacks,
+    is_cross_site,
     respond_plain,
+    respond_v1,
     seconds_to_ns,
     v1_endpoint,
 )
 from twisted_nsq._log import LOG_LEVELS
 from twisted_nsq._version import NSQ_VERSION
 from twisted_nsq.nsqd.channel import Channel
+from twisted_nsq.nsqd.metrics import PrometheusMetrics
 from twisted_nsq.nsqd.nsqd import NSQD
 from twisted_nsq.nsqd.options import NSQD_FLAGS
 from twisted_nsq.nsqd.stats import E2ELatencyTracker, stats_json, stats_text
@@ -89,8 +105,36 @@ def _read(request: Request, limit: int = -1) -> bytes:
     return data
 
 
-class _TLSGate(Resource):
-    """With C{--tls-required=true}, plain HTTP gets C{403 TLS_REQUIRED} (HTTPS goes through)."""
+#: The pre-1.0 aliases that change something although they answer GET too.
+_MUTATING_ALIASES = frozenset(
+    [b"/put", b"/mput"]
+    + [
+        b"/%s_%s" % (action, kind)
+        for action in (b"create", b"delete", b"empty", b"pause", b"unpause")
+        for kind in (b"topic", b"channel")
+    ]
+)
+
+
+def _uri_path(uri: bytes) -> bytes:
+    """The path of a request URI, also for the absolute form (C{http://host:4151/pub?topic=t})."""
+    path = uri.partition(b"?")[0]
+    if not path.startswith(b"/"):
+        path = urlsplit(path).path or b"/"
+    return path
+
+
+def changes_state(method: bytes, uri: bytes) -> bool:
+    """Whether a request may change nsqd (and so must not come from another site's page)."""
+    return method not in SAFE_METHODS or _uri_path(uri) in _MUTATING_ALIASES
+
+
+class _Gate(Resource):
+    """
+    Checks made before routing: with C{--tls-required=true}, plain HTTP gets
+    C{403 TLS_REQUIRED} (HTTPS goes through); then a cross-site browser request that would change
+    something gets C{403 CROSS_SITE_REQUEST}.
+    """
 
     isLeaf = True
 
@@ -109,6 +153,13 @@ class _TLSGate(Resource):
             headers.setRawHeaders(b"Content-Type", [JSON_CONTENT_TYPE])
             headers.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
             return body
+        if changes_state(request.method, request.uri) and is_cross_site(request):
+            log.warn(
+                "refused cross-site {method} {path}",
+                method=request.method.decode("latin-1"),
+                path=request.path.decode("latin-1"),
+            )
+            return respond_v1(request, 403, "CROSS_SITE_REQUEST")
         return self._inner.render(request)  # type: ignore[no-untyped-call]
 
 
@@ -120,6 +171,7 @@ class NSQDHTTP:
         the body limits and timeouts.
     @ivar latency: the end-to-end latency tracker behind C{/stats} (one per nsqd: pass the same
         one to every app and to statsd).
+    @ivar metrics: what C{/metrics} serves.
     """
 
     def __init__(
@@ -133,6 +185,7 @@ class NSQDHTTP:
             latency = E2ELatencyTracker(nsqd)
             latency.install()
         self.latency = latency
+        self.metrics = PrometheusMetrics(nsqd, latency)
         self._hostname = hostname
         self.app = Klein()
         install_fallbacks(self.app)
@@ -175,6 +228,11 @@ class NSQDHTTP:
         # Pre-1.0 names; nsqadmin's docs still tell people to POST notifications to /put.
         route("/put", ["GET", "POST"], "put", v1(self.pub))
         route("/mput", ["GET", "POST"], "mput", v1(self.mpub))
+        route("/metrics", ["GET"], "metrics", logged(self.prometheus))
+        if self.nsqd.options.http_debug:
+            route("/debug/threads", ["GET"], "debug_threads", logged(self.debug_threads))
+            route("/debug/gc", ["GET"], "debug_gc", logged(v1(self.debug_gc)))
+            route("/debug/freememory", ["POST"], "debug_freememory", logged(v1(self.debug_freememory)))
 
     def _logged(self, endpoint: _Endpoint) -> _Endpoint:
         """Log each request as nsqd does: C{200 GET /ping (127.0.0.1:5678) 1.5µs}."""
@@ -202,13 +260,11 @@ class NSQDHTTP:
 
     def resource(self) -> IResource:
         """The resource to serve (HTTP and HTTPS alike)."""
-        return _TLSGate(self.nsqd, self.app.resource())
+        return _Gate(self.nsqd, self.app.resource())
 
     def body_limit(self, method: bytes, uri: bytes) -> BodyLimit:
         """The largest body each endpoint accepts and nsqd's 413 text for a larger one."""
-        path = uri.partition(b"?")[0]
-        if not path.startswith(b"/"):
-            path = urlsplit(path).path or b"/"
+        path = _uri_path(uri)
         options = self.nsqd.options
         if path in (b"/pub", b"/put"):
             return BodyLimit(options.max_msg_size, "MSG_TOO_BIG")
@@ -503,6 +559,54 @@ class NSQDHTTP:
             return list(value)
         # Strings go back as raw text, like Go's RespondV1 sends a string.
         return value
+
+    # -- beyond NSQ -------------------------------------------------------------------------------
+
+    def prometheus(self, request: Request) -> bytes:
+        """GET /metrics: Prometheus' text format (or OpenMetrics when the scraper asks for it)."""
+        accept = request.getHeader(b"Accept")
+        body, content_type = self.metrics.render(accept.decode("latin-1") if accept else None)
+        request.setResponseCode(200)
+        request.defaultContentType = None
+        request.responseHeaders.setRawHeaders(b"Content-Type", [content_type.encode("ascii")])
+        request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
+        return body
+
+    def debug_threads(self, request: Request) -> bytes:
+        """GET /debug/threads (C{--http-debug}): the stack of every thread, as text."""
+        return respond_plain(request, 200, thread_stacks())
+
+    def debug_gc(self, request: Request) -> dict[str, Any]:
+        """GET /debug/gc (C{--http-debug}): the garbage collector's settings and statistics."""
+        return gc_report()
+
+    def debug_freememory(self, request: Request) -> None:
+        """POST /debug/freememory (C{--http-debug}): a full collection, as Go's frees memory."""
+        gc.collect()
+
+
+def thread_stacks() -> str:
+    """Every thread's name, ident and current stack, innermost call last."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    out: list[str] = []
+    for ident, frame in sorted(sys._current_frames().items()):
+        out.append(f"thread {names.get(ident, '?')} ({ident}):\n")
+        out.extend(traceback.format_stack(frame))
+        out.append("\n")
+    return "".join(out)
+
+
+def gc_report() -> dict[str, Any]:
+    """What C{/debug/gc} shows: whether the collector runs, its thresholds and counters."""
+    return {
+        "enabled": gc.isenabled(),
+        "thresholds": list(gc.get_threshold()),
+        "counts": list(gc.get_count()),
+        "generations": gc.get_stats(),
+        "tracked_objects": len(gc.get_objects()),
+        "uncollectable": len(gc.garbage),
+        "frozen": gc.get_freeze_count(),
+    }
 
 
 def _string_list(body: bytes) -> list[str]:

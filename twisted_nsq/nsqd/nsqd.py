@@ -87,6 +87,8 @@ class NSQD:
         self._unsynced: set[IBackendQueue] = set()
         self._commit_waiters: list[Deferred[None]] = []
         self._commit_call: IDelayedCall | None = None
+        #: Told of C{PUT /config/nsqlookupd_tcp_addresses}; the lookupd links set it while they run.
+        self.on_lookupd_addresses: Callable[[list[str]], None] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -237,6 +239,11 @@ class NSQD:
         log.info("CHANNEL({topic}:{channel}): deleting", topic=topic.name, channel=channel.name)
         for observer in self.observers:
             observer.channel_deleted(topic, channel)
+
+    def lookupd_addresses_changed(self, addresses: list[str]) -> None:
+        """The nsqlookupd TCP addresses were changed at run time: connect to new ones, drop old ones."""
+        if self.on_lookupd_addresses is not None:
+            self.on_lookupd_addresses(addresses)
 
     def delete_ephemeral_channel(self, channel: Channel) -> None:
         """The last client left an ephemeral channel: delete it (and maybe its topic)."""

@@ -115,6 +115,10 @@ class NSQDOptions:
     #: twisted-nsq only: deferred messages a channel keeps in memory; more spill to disk with
     #: their due time (0: no limit, as NSQ). See docs/extensions/deferred.md.
     deferred_memory_limit: int = 0
+    #: twisted-nsq only: serve the C{/debug/...} HTTP endpoints (thread stacks, GC statistics,
+    #: C{/debug/freememory}); off by default, where they answer 404 (see
+    #: docs/extensions/http-hardening.md).
+    http_debug: bool = False
 
     @property
     def heartbeat_interval(self) -> float:
@@ -387,6 +391,11 @@ def _flags() -> tuple[FlagSpec, ...]:
             "keep-deferred",
             BOOL,
             "(twisted-nsq) keep deferred messages' remaining deferral across a clean restart",
+        ),
+        flag(
+            "http-debug",
+            BOOL,
+            "(twisted-nsq) serve the /debug/... HTTP endpoints (thread stacks, GC statistics)",
         ),
         flag(
             "durable",

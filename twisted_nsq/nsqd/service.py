@@ -37,6 +37,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqd.auth import AuthClient
 from twisted_nsq.nsqd.http import NSQDHTTP
+from twisted_nsq.nsqd.lookup import LookupService, make_lookup_service
 from twisted_nsq.nsqd.metadata import MetadataError, MetadataPersister
 from twisted_nsq.nsqd.nsqd import NSQD
 from twisted_nsq.nsqd.options import NSQDOptions
@@ -47,6 +48,7 @@ from twisted_nsq.nsqd.persistence import (
     thread_sync_runner,
 )
 from twisted_nsq.nsqd.protocol import NSQDFactory
+from twisted_nsq.nsqd.statsd import attach_statsd
 from twisted_nsq.nsqd.tls import server_tls_options
 
 _log = Logger()
@@ -220,6 +222,8 @@ class NSQDService(MultiService):
         self.https_listening_port: IListeningPort | None = None
         self.persister: MetadataPersister | None = None
         self._disk_pool: ThreadPool | None = None
+        #: The nsqlookupd links (started last, stopped before the core flushes).
+        self.lookup: LookupService | None = None
 
     def startService(self) -> None:
         if self.running:
@@ -270,8 +274,13 @@ class NSQDService(MultiService):
 
         self.tcp_listening_port = self._bind("TCP", tcp, factory)
         _, nsqd.tcp_port = describe_port(self.tcp_listening_port)
-        # One app (and so one latency tracker) serves HTTP and HTTPS alike.
-        site = NSQDHTTP(nsqd).site(self._reactor)
+        # One app (and so one latency tracker) serves HTTP and HTTPS alike, and feeds statsd.
+        http_app = NSQDHTTP(nsqd)
+        site = http_app.site(self._reactor)
+        try:
+            attach_statsd(self, nsqd, http_app.latency, self._reactor)
+        except ValueError as e:
+            raise StartupError(str(e)) from None
         site.noisy = False
         if http is not None:
             self.http_listening_port = self._bind("HTTP", http, site)
@@ -287,6 +296,9 @@ class NSQDService(MultiService):
         except OSError as e:
             raise StartupError(f"failed to persist metadata - {e}") from None
         nsqd.start()
+        # Go's start-up step 6: connect to nsqlookupd, which registers everything loaded.
+        self.lookup = make_lookup_service(nsqd, self._reactor)
+        self.lookup.startService()
 
     def _storage_error(self, error: str | None) -> None:
         """A disk queue failed (or works again): C{/ping} and C{/stats} report it."""
@@ -303,6 +315,9 @@ class NSQDService(MultiService):
         return port
 
     def _undo_start(self) -> None:
+        lookup, self.lookup = self.lookup, None
+        if lookup is not None:
+            lookup.stopService()
         for port in (self.https_listening_port, self.http_listening_port, self.tcp_listening_port):
             if port is not None:
                 port.stopListening()
@@ -335,6 +350,10 @@ class NSQDService(MultiService):
             await self._close_port("HTTP", self.http_listening_port)
             await self._close_port("HTTPS", self.https_listening_port)
             self.http_listening_port = self.https_listening_port = None
+            # Go stops its lookup loop at exit without UNREGISTER; lookupd drops us on close.
+            lookup, self.lookup = self.lookup, None
+            if lookup is not None:
+                await lookup.stopService()
             if self.nsqd is not None:
                 persister, self.persister = self.persister, None
                 await persist_and_close(self.nsqd, persister)

@@ -51,6 +51,7 @@ class Topic:
         self._memory_limit = nsqd.memory_limit(self.ephemeral)
         self._backend = backend
         self._pump_call: IDelayedCall | None = None
+        self._holds = 0
 
     def __repr__(self) -> str:
         return f"<Topic {self.name}>"
@@ -67,7 +68,7 @@ class Topic:
     @property
     def flowing(self) -> bool:
         """Whether published messages go straight to the channels (Go's pump is running)."""
-        return bool(self.channels) and not self.paused
+        return bool(self.channels) and not self.paused and not self._holds
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -235,6 +236,22 @@ class Topic:
     def unpause(self) -> None:
         self.paused = False
         self._drain()
+
+    def hold(self) -> None:
+        """
+        Keep published messages at the topic until L{release} (not visible as C{paused}).
+
+        Used while nsqlookupd is asked which channels a new topic should have, so that those
+        channels, once created, get the messages published in the meantime.
+        """
+        self._holds += 1
+
+    def release(self) -> None:
+        """End one L{hold}; once none is left, what waited is handed to the channels."""
+        if self._holds:
+            self._holds -= 1
+            if not self._holds:
+                self._drain()
 
     def empty(self) -> None:
         """Drop the topic's own queue; channels are untouched (as NSQ does)."""

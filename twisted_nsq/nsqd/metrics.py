@@ -1,0 +1,222 @@
+"""
+Prometheus metrics for nsqd (beyond NSQ): what C{/stats} shows, in Prometheus' shapes.
+
+L{NSQDCollector} reads the live stats when it is scraped, on the reactor thread that runs the
+HTTP request (no background thread, no copies kept between scrapes); topics and channels that no
+longer exist simply stop appearing. Counters are Prometheus counters (C{*_total}), current sizes
+are gauges, end-to-end latency percentiles are gauges labelled by C{quantile}. L{PrometheusMetrics}
+puts it in a registry of its own, next to the client library's process, Python GC and platform
+collectors, and renders the exposition text for C{GET /metrics}.
+
+The metric list is in docs/extensions/prometheus.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from twisted_nsq._version import NSQ_VERSION, VERSION_STRING
+from twisted_nsq.nsqd.nsqd import NSQD
+from twisted_nsq.nsqd.stats import E2ELatencyTracker, stats_json
+
+_TOPIC = ["topic"]
+_CHANNEL = ["topic", "channel"]
+
+
+class NSQDCollector:
+    """A Prometheus collector over one nsqd's live stats (see the module docstring)."""
+
+    def __init__(self, nsqd: NSQD, latency: E2ELatencyTracker | None = None) -> None:
+        self.nsqd = nsqd
+        self.latency = latency
+
+    def collect(self) -> Iterable[Metric]:
+        """Every nsqd metric family, read now."""
+        nsqd = self.nsqd
+        document = stats_json(nsqd, include_clients=False, include_mem=False, latency=self.latency)
+        info = InfoMetricFamily(
+            "nsq_nsqd",
+            "This nsqd: the NSQ version it speaks, its build and its node ID.",
+            value={
+                "version": NSQ_VERSION,
+                "build": VERSION_STRING,
+                "node_id": str(nsqd.options.node_id),
+                "broadcast_address": nsqd.options.broadcast_address,
+            },
+        )
+        start = GaugeMetricFamily(
+            "nsq_start_time_seconds", "When nsqd started, in seconds since the epoch.", value=nsqd.start_time
+        )
+        healthy = GaugeMetricFamily(
+            "nsq_healthy",
+            "1 while /ping answers OK, 0 after a storage error (see /ping for the error).",
+            value=1 if nsqd.is_healthy() else 0,
+        )
+        clients = GaugeMetricFamily(
+            "nsq_clients", "TCP client connections (consumers and producers).", value=len(nsqd.clients)
+        )
+        topics = _TopicFamilies()
+        channels = _ChannelFamilies()
+        for topic in document["topics"] or ():
+            topics.add(topic)
+            for channel in topic["channels"]:
+                channels.add(topic["topic_name"], channel)
+        return [info, start, healthy, clients, *topics.families(), *channels.families()]
+
+
+def _quantile_samples(latency: Mapping[str, Any]) -> list[tuple[str, float]]:
+    return [
+        (repr(float(p["quantile"])), p["value"] / 1_000_000_000) for p in latency.get("percentiles") or ()
+    ]
+
+
+class _TopicFamilies:
+    def __init__(self) -> None:
+        self.messages = CounterMetricFamily(
+            "nsq_topic_messages", "Messages published to the topic.", labels=_TOPIC
+        )
+        self.message_bytes = CounterMetricFamily(
+            "nsq_topic_message_bytes", "Body bytes published to the topic.", labels=_TOPIC
+        )
+        self.depth = GaugeMetricFamily(
+            "nsq_topic_depth", "Messages the topic holds (memory and disk).", labels=_TOPIC
+        )
+        self.backend_depth = GaugeMetricFamily(
+            "nsq_topic_backend_depth", "Messages the topic holds on disk.", labels=_TOPIC
+        )
+        self.paused = GaugeMetricFamily("nsq_topic_paused", "1 while the topic is paused.", labels=_TOPIC)
+        self.channels = GaugeMetricFamily("nsq_topic_channels", "Channels of the topic.", labels=_TOPIC)
+        self.latency = GaugeMetricFamily(
+            "nsq_topic_e2e_processing_latency_seconds",
+            "End-to-end latency (publish to FIN) percentiles over the topic's channels, for "
+            "--e2e-processing-latency-percentile.",
+            labels=[*_TOPIC, "quantile"],
+        )
+
+    def add(self, topic: Mapping[str, Any]) -> None:
+        labels = [topic["topic_name"]]
+        self.messages.add_metric(labels, topic["message_count"])
+        self.message_bytes.add_metric(labels, topic["message_bytes"])
+        self.depth.add_metric(labels, topic["depth"])
+        self.backend_depth.add_metric(labels, topic["backend_depth"])
+        self.paused.add_metric(labels, 1 if topic["paused"] else 0)
+        self.channels.add_metric(labels, len(topic["channels"]))
+        for quantile, seconds in _quantile_samples(topic["e2e_processing_latency"]):
+            self.latency.add_metric([*labels, quantile], seconds)
+
+    def families(self) -> list[Metric]:
+        return [
+            self.messages,
+            self.message_bytes,
+            self.depth,
+            self.backend_depth,
+            self.paused,
+            self.channels,
+            self.latency,
+        ]
+
+
+class _ChannelFamilies:
+    def __init__(self) -> None:
+        self.messages = CounterMetricFamily(
+            "nsq_channel_messages", "Messages put into the channel (requeues not counted).", labels=_CHANNEL
+        )
+        self.requeues = CounterMetricFamily(
+            "nsq_channel_requeues", "Messages requeued by clients (REQ).", labels=_CHANNEL
+        )
+        self.timeouts = CounterMetricFamily(
+            "nsq_channel_timeouts", "In-flight messages that timed out.", labels=_CHANNEL
+        )
+        self.depth = GaugeMetricFamily(
+            "nsq_channel_depth", "Messages waiting in the channel (memory and disk).", labels=_CHANNEL
+        )
+        self.backend_depth = GaugeMetricFamily(
+            "nsq_channel_backend_depth", "Messages waiting in the channel on disk.", labels=_CHANNEL
+        )
+        self.in_flight = GaugeMetricFamily(
+            "nsq_channel_in_flight", "Messages sent to clients and not yet finished.", labels=_CHANNEL
+        )
+        self.deferred = GaugeMetricFamily(
+            "nsq_channel_deferred", "Deferred messages (DPUB, REQ with a delay).", labels=_CHANNEL
+        )
+        self.clients = GaugeMetricFamily("nsq_channel_clients", "Subscribed clients.", labels=_CHANNEL)
+        self.paused = GaugeMetricFamily(
+            "nsq_channel_paused", "1 while the channel is paused.", labels=_CHANNEL
+        )
+        self.latency = GaugeMetricFamily(
+            "nsq_channel_e2e_processing_latency_seconds",
+            "End-to-end latency (publish to FIN) percentiles of the channel, for "
+            "--e2e-processing-latency-percentile.",
+            labels=[*_CHANNEL, "quantile"],
+        )
+
+    def add(self, topic_name: str, channel: Mapping[str, Any]) -> None:
+        labels = [topic_name, channel["channel_name"]]
+        self.messages.add_metric(labels, channel["message_count"])
+        self.requeues.add_metric(labels, channel["requeue_count"])
+        self.timeouts.add_metric(labels, channel["timeout_count"])
+        self.depth.add_metric(labels, channel["depth"])
+        self.backend_depth.add_metric(labels, channel["backend_depth"])
+        self.in_flight.add_metric(labels, channel["in_flight_count"])
+        self.deferred.add_metric(labels, channel["deferred_count"])
+        self.clients.add_metric(labels, channel["client_count"])
+        self.paused.add_metric(labels, 1 if channel["paused"] else 0)
+        for quantile, seconds in _quantile_samples(channel["e2e_processing_latency"]):
+            self.latency.add_metric([*labels, quantile], seconds)
+
+    def families(self) -> list[Metric]:
+        return [
+            self.messages,
+            self.requeues,
+            self.timeouts,
+            self.depth,
+            self.backend_depth,
+            self.in_flight,
+            self.deferred,
+            self.clients,
+            self.paused,
+            self.latency,
+        ]
+
+
+class PrometheusMetrics:
+    """
+    The C{/metrics} document of one nsqd: L{NSQDCollector} plus process metrics, in a registry
+    of its own (the client library's global default registry is never touched, so several nsqds
+    in one process, as in tests, each report only themselves).
+
+    @param process: also register the C{process_*} (Linux C{/proc}), C{python_gc_*} and
+        C{python_info} collectors.
+    """
+
+    def __init__(self, nsqd: NSQD, latency: E2ELatencyTracker | None = None, process: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = NSQDCollector(nsqd, latency)
+        self.registry.register(self.collector)
+        if process:
+            ProcessCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """
+        The exposition for a scrape with this C{Accept} header, and its C{Content-Type}.
+
+        Prometheus' text format (C{text/plain; version=0.0.4}) unless the scraper asks for
+        OpenMetrics.
+        """
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
