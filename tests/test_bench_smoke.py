@@ -199,7 +199,9 @@ class RenderTests(SynchronousTestCase):
         ]
         text = render(rows, [{"name": "consume", "error": "ServerError: boom"}])
         self.assertEqual(
-            _cells(text, "pub-100 "), ["pub-100", "30,000", "1.50", "20,000", "2.0", "40.0", "50.0", "-"]
+            _cells(text, "pub-100 "),
+            # RSS at the end and peak RSS (VmHWM), both 50.0 MiB here.
+            ["pub-100", "30,000", "1.50", "20,000", "2.0", "40.0", "50.0", "50.0", "-"],
         )
         self.assertEqual(
             _cells(text, "latency-rdy1 "),
