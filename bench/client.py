@@ -292,7 +292,66 @@ def run_latency_consumer(config: dict[str, Any], wait_for_go: Callable[[], None]
     return result
 
 
+def _http_request(topic: str, body: bytes, batch: int, host: str) -> bytes:
+    """One keep-alive POST: ``/pub`` for one message, text-mode ``/mpub`` for a batch."""
+    path = f"/pub?topic={topic}" if batch == 1 else f"/mpub?topic={topic}"
+    payload = body if batch == 1 else b"\n".join([body] * batch)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(payload)}\r\n\r\n"
+    return head.encode() + payload
+
+
+def _read_http_ok(sock: socket.socket, pending: bytearray) -> None:
+    """Read one response (status 200 with a Content-Length body) off a keep-alive socket."""
+    while True:
+        end = pending.find(b"\r\n\r\n")
+        if end >= 0:
+            head = bytes(pending[:end]).split(b"\r\n")
+            if not head[0].startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"HTTP publish failed: {head[0]!r}")
+            length = 0
+            for line in head[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            total = end + 4 + length
+            if len(pending) >= total:
+                del pending[:total]
+                return
+        data = sock.recv(_RECV_SIZE)
+        if not data:
+            raise RuntimeError("nsqd closed the HTTP connection")
+        pending += data
+
+
+def run_http_publisher(config: dict[str, Any], wait_for_go: Callable[[], None]) -> dict[str, Any]:
+    """HTTP ``/pub`` (C{batch} 1) or ``/mpub`` on one keep-alive connection, each waiting for 200."""
+    batch = int(config["batch"])
+    host = f"{config['host']}:{config['port']}"
+    request = _http_request(str(config["topic"]), b"a" * int(config["body_size"]), batch, host)
+    sock = socket.create_connection((config["host"], int(config["port"])), timeout=60.0)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pending = bytearray()
+    wait_for_go()
+    cpu_start = time.process_time()
+    start = time.monotonic_ns()
+    deadline = start + int(float(config["duration_s"]) * 1e9)
+    published = 0
+    while time.monotonic_ns() < deadline:
+        sock.sendall(request)
+        _read_http_ok(sock, pending)
+        published += batch
+    end = time.monotonic_ns()
+    sock.close()
+    return {
+        "messages": published,
+        "start_ns": start,
+        "end_ns": end,
+        "client_cpu_s": time.process_time() - cpu_start,
+    }
+
+
 ROLES: dict[str, Callable[[dict[str, Any], Callable[[], None]], dict[str, Any]]] = {
+    "http-publish": run_http_publisher,
     "publish": run_publisher,
     "consume": run_consumer,
     "latency-publish": run_latency_publisher,

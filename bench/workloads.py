@@ -213,15 +213,19 @@ def _described(description: str, flags: list[str]) -> str:
     return description + ", " + " ".join(flags) if flags else description
 
 
-def _publishers(nsqd: Nsqd, body_size: int, batch: int, connections: int = 2, **limit: Any) -> list[Client]:
+def _publishers(
+    nsqd: Nsqd, body_size: int, batch: int, connections: int = 2, http: bool = False, **limit: Any
+) -> list[Client]:
+    if http and nsqd.http_port is None:
+        raise RuntimeError("nsqd logged no HTTP port")
     config = {
         "host": nsqd.host,
-        "port": nsqd.tcp_port,
+        "port": nsqd.http_port if http else nsqd.tcp_port,
         "topic": TOPIC,
         "body_size": body_size,
         "batch": batch,
     }
-    return [Client("publish", {**config, **limit}) for _ in range(connections)]
+    return [Client("http-publish" if http else "publish", {**config, **limit}) for _ in range(connections)]
 
 
 def _consumers(nsqd: Nsqd, rdy: int, first_s: float, idle_s: float) -> list[Client]:
@@ -261,16 +265,17 @@ def publish(
     connections: int = 2,
     mem_queue_size: int | None = None,
     durable: bool = False,
+    http: bool = False,
 ) -> list[dict[str, Any]]:
     """
     PUB (C{batch} 1) or MPUB into a topic with one channel: C{connections} connections, each
     waiting for its OK. C{mem_queue_size} 0 puts every message in the channel's disk queue;
-    C{durable} makes each OK wait for the fsync.
+    C{durable} makes each OK wait for the fsync; C{http} publishes with HTTP /pub and /mpub.
     """
     with settings.nsqd(name, mem_queue_size, durable) as nsqd:
         idle_rss = nsqd.rss_kib()
         create_channel(nsqd)
-        clients = _publishers(nsqd, body_size, batch, connections, duration_s=settings.publish_s)
+        clients = _publishers(nsqd, body_size, batch, connections, http, duration_s=settings.publish_s)
         cpu_before = nsqd.cpu_seconds()
         written_before = nsqd.disk_write_bytes()
         results = run_clients(clients, timeout_s=settings.publish_s + 120)
@@ -278,7 +283,9 @@ def publish(
         written = nsqd.disk_write_bytes() - written_before
         nsqd.check_alive()
         messages = sum(r["messages"] for r in results)
-        command = "PUB" if batch == 1 else f"MPUB x{batch}"
+        command = (
+            ("HTTP /pub" if http else "PUB") if batch == 1 else f"{'HTTP /mpub' if http else 'MPUB'} x{batch}"
+        )
         flags = _flags(mem_queue_size, durable)
         row = _throughput(
             name,
@@ -499,6 +506,8 @@ WORKLOADS: dict[str, Workload] = {
     "pubsub": lambda s: pubsub(s, "pubsub"),
     "latency-rdy1": lambda s: latency(s, "latency-rdy1", 1),
     "latency-rdy100": lambda s: latency(s, "latency-rdy100", 100),
+    "http-pub-100": lambda s: publish(s, "http-pub-100", 100, 1, http=True),
+    "http-mpub-100": lambda s: publish(s, "http-mpub-100", 100, MPUB_BATCH, http=True),
     "mpub-disk-100": lambda s: publish(s, "mpub-disk-100", 100, MPUB_BATCH, mem_queue_size=0),
     "mpub-durable-100": lambda s: publish(
         s, "mpub-durable-100", 100, MPUB_BATCH, mem_queue_size=0, durable=True
