@@ -1,6 +1,7 @@
 """
 Shared pieces of the NSQ HTTP APIs (nsqd, nsqlookupd): NSQ 1.x "V1" replies on Klein, Go-style
-query parsing, and a C{Site} that refuses oversized request bodies before buffering them.
+query parsing, a C{Site} that refuses oversized request bodies before buffering them, and the
+test for cross-site browser requests (L{is_cross_site}) that mutating endpoints refuse.
 
 V1 replies (what go-nsq, gnsq and nsqjs expect):
   - data: raw JSON, C{Content-Type: application/json; charset=utf-8};

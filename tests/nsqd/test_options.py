@@ -72,6 +72,7 @@ GO_DEFAULTS: dict[str, object] = {
     "durable": False,
     "keep_deferred": False,
     "deferred_memory_limit": 0,
+    "http_debug": False,
 }
 
 

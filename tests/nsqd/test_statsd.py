@@ -534,3 +534,25 @@ class AttachTests(SynchronousTestCase):
         nsqd = make_nsqd(Clock(), statsd_address="localhost")
         self.assertRaises(ValueError, attach_statsd, parent, nsqd, None, Clock())
         self.assertEqual(list(parent), [])
+
+
+class FailingPushTests(SynchronousTestCase):
+    def test_failed_push_logged_and_loop_goes_on(self) -> None:
+        reactor = FakeUDPReactor()
+        nsqd = make_nsqd(reactor, statsd_address="127.0.0.1:8125", statsd_interval=5.0)
+        calls: list[int] = []
+
+        def memory() -> dict[str, int]:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("stat unreadable")
+            return dict(MEMORY)
+
+        service = StatsdService(nsqd, None, reactor, memory=memory)
+        service.startService()
+        reactor.advance(5)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(reactor.sent(), [])
+        reactor.advance(5)
+        self.assertEqual((service.pushes, len(reactor.sent())), (2, 1))
+        self.successResultOf(service.stopService())

@@ -286,7 +286,7 @@ class StatsdService(Service):
         super().startService()  # type: ignore[no-untyped-call]
         interface = "::" if self.address.is_ipv6 else ""
         self._port = cast(IReactorUDP, self._reactor).listenUDP(0, self._protocol, interface, 8192)
-        loop = self._loop = LoopingCall(self.push)
+        loop = self._loop = LoopingCall(self._tick)
         loop.clock = self._reactor
         loop.start(self.nsqd.options.statsd_interval, now=False).addErrback(self._loop_failed)
         log.info("STATSD: pushing to {address}", address=self.nsqd.options.statsd_address)
@@ -306,6 +306,13 @@ class StatsdService(Service):
 
     def _loop_failed(self, failure: Failure) -> None:
         log.failure("statsd push loop stopped", failure)
+
+    def _tick(self) -> None:
+        # One failed push (a bug reading some stat) must not end every later one.
+        try:
+            self.push()
+        except Exception:
+            log.failure("statsd push failed")
 
     # -- one push -----------------------------------------------------------------------------
 

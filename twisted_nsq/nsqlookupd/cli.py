@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         redirectStandardIO=False,
     )
     tune_gc()
+    # Our handlers go in before the listening lines are printed, and the reactor installs none of
+    # its own: a harness may signal as soon as it has read its ports, before the reactor runs.
+    stop_on_signals(reactor, cast(IReactorFromThreads, reactor).callFromThread)
     service = NSQLookupdService(options, reactor)
     try:
         service.startService()
@@ -69,6 +72,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         return service.stopService().addErrback(failed)
 
     reactor.addSystemEventTrigger("before", "shutdown", drain)
-    reactor.callWhenRunning(stop_on_signals, reactor, cast(IReactorFromThreads, reactor).callFromThread)
-    reactor.run()
+    # Every posix reactor's run() takes this; IReactorCore does not declare it.
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
     raise SystemExit(status)
