@@ -10,6 +10,7 @@ import struct
 from typing import Any
 
 from OpenSSL import SSL
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -209,6 +210,20 @@ class HandshakeTests(SynchronousTestCase):
         connection.dataReceived(server.compress(OK_FRAME))
         self.assertEqual(self.successResultOf(published), b"OK")
 
+    def test_snappy_byte_by_byte(self) -> None:
+        """The switch to snappy works wherever the chunks split, even inside the JSON reply."""
+        connection, _transport, recorder = self.connect(snappy=True)
+        server = SnappyCodec()
+        stream = (
+            identify_reply(snappy=True)
+            + server.compress(OK_FRAME)
+            + server.compress(encode_frame(FRAME_TYPE_MESSAGE, encode_message(7, 1, MESSAGE_ID, b"body")))
+        )
+        for i in range(len(stream)):
+            connection.dataReceived(stream[i : i + 1])
+        self.assertTrue(connection.ready)
+        self.assertEqual(recorder.messages, [DecodedMessage(7, 1, MESSAGE_ID, b"body")])
+
     def test_snappy_not_granted(self) -> None:
         """An upgrade nsqd does not grant is not performed."""
         connection, transport, _ = self.connect(snappy=True)
@@ -309,6 +324,8 @@ class ReadyConnectionTests(SynchronousTestCase):
         assert isinstance(error, NSQResponseError)
         self.assertEqual(error.code, "E_MPUB_FAILED")
         self.assertTrue(self.transport.disconnecting)
+        self.assertFalse(self.connection.ready)
+        self.failureResultOf(self.connection.publish("t", b"4"), ConnectionClosedError)
 
     def test_non_fatal_errors(self) -> None:
         """E_FIN_FAILED and friends go to the error callback, not to a waiting command."""
@@ -337,6 +354,15 @@ class ReadyConnectionTests(SynchronousTestCase):
         self.connection.dataReceived(OK_FRAME)
         self.successResultOf(published)
 
+    def test_cancel(self) -> None:
+        """Cancelling a command gives up the connection: later replies could not be matched."""
+        first = self.connection.publish("t", b"1")
+        second = self.connection.publish("t", b"2")
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        self.failureResultOf(second, ConnectionClosedError)
+        self.assertTrue(self.transport.disconnecting)
+
     def test_messages(self) -> None:
         frames = b"".join(
             encode_frame(FRAME_TYPE_MESSAGE, encode_message(n, n, MESSAGE_ID, b"m%d" % n)) for n in (1, 2)
@@ -363,6 +389,11 @@ class ReadyConnectionTests(SynchronousTestCase):
         self.assertFalse(self.connection.ready)
         self.failureResultOf(self.connection.publish("t", b"2"), ConnectionClosedError)
         self.assertRaises(ConnectionClosedError, self.connection.rdy, 1)
+        self.transport.clear()
+        self.connection.finish(MESSAGE_ID)
+        self.connection.requeue(MESSAGE_ID, 0)
+        self.connection.touch(MESSAGE_ID)
+        self.assertEqual(self.transport.value(), b"")
 
 
 class NotReadyTests(SynchronousTestCase):

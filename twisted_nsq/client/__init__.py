@@ -1,5 +1,6 @@
 """
-An NSQ client on Twisted: connections to nsqd, a producer and messages, matching go-nsq.
+An NSQ client on Twisted, matching go-nsq: connections to nsqd, a producer, a consumer and the
+messages it delivers.
 """
 
 from twisted_nsq.client.connection import (
@@ -9,11 +10,18 @@ from twisted_nsq.client.connection import (
     NSQConnection,
     NSQResponseError,
 )
+from twisted_nsq.client.consumer import Consumer
+from twisted_nsq.client.message import Message
+from twisted_nsq.client.producer import Producer, ProducerStoppedError
 
 __all__ = [
     "USER_AGENT",
     "ConnectionClosedError",
     "ConnectionOptions",
+    "Consumer",
+    "Message",
     "NSQConnection",
     "NSQResponseError",
+    "Producer",
+    "ProducerStoppedError",
 ]

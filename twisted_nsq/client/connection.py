@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import attrs
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, ITLSTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -175,7 +175,8 @@ class NSQConnection(Protocol):
     A V2 client connection: connect it with any endpoint, wait for L{when_ready}, then send
     commands.
 
-    @ivar identify_response: the IDENTIFY JSON nsqd answered (empty until ready).
+    @ivar identify_response: the IDENTIFY JSON nsqd answered (empty until then, and empty for a
+        server that answered C{OK} because it does not negotiate features).
     """
 
     _log = Logger()
@@ -196,6 +197,7 @@ class NSQConnection(Protocol):
         self._on_message = on_message
         self._on_error = on_error
         self.identify_response: dict[str, Any] = {}
+        self._identified = False
         self._codec: Codec | None = None
         # During the handshake frames are cut out one at a time, because the stream may switch to
         # a compressed encoding right after any of them.
@@ -205,6 +207,8 @@ class NSQConnection(Protocol):
         self._pending: deque[Deferred[bytes]] = deque()
         self._ready = False
         self._closed = False
+        # Set once we decided to close: nothing more may be sent, though frames may still arrive.
+        self._closing = False
         self._failure: Exception | None = None
         self._ready_waiters: list[Deferred[None]] = []
         self._closed_waiters: list[Deferred[None]] = []
@@ -214,7 +218,7 @@ class NSQConnection(Protocol):
     @property
     def ready(self) -> bool:
         """Whether the handshake is done and the connection is still open."""
-        return self._ready and not self._closed
+        return self._ready and not self._closed and not self._closing
 
     @property
     def closed(self) -> bool:
@@ -234,7 +238,7 @@ class NSQConnection(Protocol):
             return succeed(None)
         if self._failure is not None:
             return fail(self._failure)
-        waiter: Deferred[None] = Deferred()
+        waiter: Deferred[None] = Deferred(self._cancel)
         self._ready_waiters.append(waiter)
         return waiter
 
@@ -269,7 +273,7 @@ class NSQConnection(Protocol):
         """
         if not self.ready:
             return fail(ConnectionClosedError("connection is not ready"))
-        waiter: Deferred[bytes] = Deferred()
+        waiter: Deferred[bytes] = Deferred(self._cancel)
         self._pending.append(waiter)
         self._write(encode_command(name, params, body))
         return waiter
@@ -293,14 +297,20 @@ class NSQConnection(Protocol):
     def rdy(self, count: int) -> None:
         self.send(b"RDY", b"%d" % (count,))
 
+    # FIN, REQ and TOUCH are dropped once the connection is gone: nsqd no longer lets this client
+    # answer for the message (the next connection gets a new client ID), and it times out anyway.
+
     def finish(self, message_id: bytes) -> None:
-        self.send(b"FIN", message_id)
+        if self.ready:
+            self._write(encode_command(b"FIN", (message_id,)))
 
     def requeue(self, message_id: bytes, delay_ms: int) -> None:
-        self.send(b"REQ", message_id, b"%d" % (delay_ms,))
+        if self.ready:
+            self._write(encode_command(b"REQ", (message_id, b"%d" % (delay_ms,))))
 
     def touch(self, message_id: bytes) -> None:
-        self.send(b"TOUCH", message_id)
+        if self.ready:
+            self._write(encode_command(b"TOUCH", (message_id,)))
 
     # Protocol
 
@@ -351,7 +361,7 @@ class NSQConnection(Protocol):
         if frame_type != FRAME_TYPE_RESPONSE:
             self._abort(ConnectionClosedError(f"unexpected frame type {frame_type} during the handshake"))
             return
-        if not self.identify_response and not self._steps:
+        if not self._identified:
             self._identify_reply(payload)
         elif payload != _OK:
             self._abort(ConnectionClosedError(f"expected OK after the {self._steps[0]} upgrade: {payload!r}"))
@@ -362,9 +372,9 @@ class NSQConnection(Protocol):
         self._next_step()
 
     def _identify_reply(self, payload: bytes) -> None:
+        self._identified = True
         if payload == _OK:
             # A server without feature negotiation: nothing is upgraded.
-            self.identify_response = {"feature_negotiation": False}
             return
         try:
             reply = json.loads(payload)
@@ -443,15 +453,19 @@ class NSQConnection(Protocol):
                 self._log.warn("unknown frame type {frame_type} from nsqd", frame_type=frame_type)
 
     def _error_frame(self, error: NSQResponseError) -> None:
-        if error.code in NON_FATAL_CODES or not self._pending:
+        fatal = error.code not in NON_FATAL_CODES
+        if fatal:
+            # nsqd closes the connection after a fatal error; so do we. Marked first, because the
+            # callbacks below may send again and must find this connection unusable.
+            self._closing = True
+        if not fatal or not self._pending:
             if self._on_error is not None:
                 self._on_error(self, error)
             else:
                 self._log.warn("nsqd error: {error}", error=str(error))
         else:
             self._pending.popleft().errback(error)
-        if error.code not in NON_FATAL_CODES and self.transport is not None:
-            # nsqd closes the connection after a fatal error; so do we, and fail what is left.
+        if fatal and self.transport is not None:
             self.transport.loseConnection()
 
     def _fail_all(self, failure: Exception) -> None:
@@ -464,7 +478,18 @@ class NSQConnection(Protocol):
         for waiter in pending:
             waiter.errback(failure)
 
+    def _cancel(self, waiter: Deferred[Any]) -> None:
+        # A reply nobody waits for would shift every later reply onto the wrong command, and a
+        # half-done handshake cannot be resumed: either way the connection is given up.
+        if waiter in self._pending:
+            self._pending.remove(waiter)
+        if waiter in self._ready_waiters:
+            self._ready_waiters.remove(waiter)
+        waiter.errback(CancelledError())
+        self._abort(ConnectionClosedError("a command or the handshake was cancelled"))
+
     def _abort(self, error: Exception) -> None:
         self._fail_all(error)
+        self._closing = True
         if self.transport is not None and not self._closed:
             self.transport.loseConnection()

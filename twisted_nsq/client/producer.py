@@ -26,11 +26,7 @@ from twisted_nsq.client.connection import (
 )
 from twisted_nsq.wire.names import is_valid_topic_name
 
-__all__ = ["Producer", "ProducerStoppedError", "parse_address"]
-
-#: nsqd's default C{--max-req-timeout} in milliseconds; DPUB delays above it are rejected by
-#: a default nsqd, but a server may allow more, so this is only documentation.
-DEFAULT_MAX_DEFER_MS = 3600000
+__all__ = ["Producer", "ProducerStoppedError", "default_endpoint", "parse_address"]
 
 
 class ProducerStoppedError(Exception):
@@ -52,6 +48,18 @@ def parse_address(address: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, port
+
+
+def default_endpoint(reactor: Any, address: str) -> IStreamClientEndpoint:
+    """A TCP endpoint for C{host:port} on C{reactor}: IPv4 literals directly, others resolved."""
+    host, port = parse_address(address)
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None and literal.version == 4:
+        return TCP4ClientEndpoint(reactor, host, port)
+    return HostnameEndpoint(reactor, host, port)
 
 
 def _check_topic(topic: str) -> bytes:
@@ -90,8 +98,9 @@ class Producer:
     Publishes messages to one of C{nsqd_tcp_addresses} at a time.
 
     Each publish returns a Deferred that fires with C{None} once nsqd answered C{OK}, or fails
-    with L{NSQResponseError} (its C{code} is nsqd's C{E_*} code),
-    L{ConnectionClosedError} (the connection was lost or could not be made) or
+    with L{NSQResponseError} (its C{code} is nsqd's C{E_*} code, from the publish or from
+    IDENTIFY), L{ConnectionClosedError} (the connection was lost first), the endpoint's error
+    (e.g. C{ConnectionRefusedError}) when no address could be connected, or
     L{ProducerStoppedError}.
     """
 
@@ -137,20 +146,12 @@ class Producer:
         return connection if connection is not None and connection.ready else None
 
     def _tcp_endpoint(self, address: str) -> IStreamClientEndpoint:
-        reactor = self._reactor
-        if reactor is None:
+        if self._reactor is None:
             # Imported here, never at import time, so that importing the client picks no reactor.
-            from twisted.internet import reactor as global_reactor
+            from twisted.internet import reactor
 
-            reactor = self._reactor = global_reactor
-        host, port = parse_address(address)
-        try:
-            literal = ipaddress.ip_address(host)
-        except ValueError:
-            literal = None
-        if literal is not None and literal.version == 4:
-            return TCP4ClientEndpoint(reactor, host, port)
-        return HostnameEndpoint(reactor, host, port)
+            self._reactor = reactor
+        return default_endpoint(self._reactor, address)
 
     # Publishing
 
