@@ -179,6 +179,41 @@ class HandshakeTests(SynchronousTestCase):
         self.failureResultOf(ready, ConnectionClosedError)
         self.assertTrue(transport.disconnecting)
 
+    def test_auth(self) -> None:
+        """With auth_secret, AUTH follows IDENTIFY when nsqd requires it; its JSON reply is kept."""
+        connection = NSQConnection(ConnectionOptions(client_id="c", hostname="h", auth_secret="s3cret"))
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        transport.clear()
+        ready = connection.when_ready()
+        connection.dataReceived(identify_reply(auth_required=True))
+        self.assertEqual(transport.value(), b"AUTH\n\x00\x00\x00\x06s3cret")
+        self.assertNoResult(ready)
+        connection.dataReceived(response_frame(b'{"identity":"u","identity_url":"","permission_count":1}'))
+        self.successResultOf(ready)
+        self.assertEqual(connection.auth_response["identity"], "u")
+
+    def test_auth_not_required(self) -> None:
+        """A secret is not sent to an nsqd that does not ask for it."""
+        connection = NSQConnection(ConnectionOptions(client_id="c", hostname="h", auth_secret="s3cret"))
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        transport.clear()
+        connection.dataReceived(identify_reply())
+        self.successResultOf(connection.when_ready())
+        self.assertEqual(transport.value(), b"")
+        self.assertNotIn("auth_secret", connection.options.identify_body())
+
+    def test_auth_refused(self) -> None:
+        connection = NSQConnection(ConnectionOptions(client_id="c", hostname="h", auth_secret="bad"))
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        ready = connection.when_ready()
+        connection.dataReceived(identify_reply(auth_required=True))
+        connection.dataReceived(error_frame(b"E_AUTH_FAILED AUTH failed"))
+        self.assertEqual(self.failureResultOf(ready, NSQResponseError).value.code, "E_AUTH_FAILED")
+        self.assertTrue(transport.disconnecting)
+
     def test_bad_reply(self) -> None:
         connection, _transport, _ = self.connect()
         ready = connection.when_ready()

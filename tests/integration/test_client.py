@@ -1,6 +1,7 @@
 """
 The twisted-nsq client against a real nsqd process: L{Producer} publishes with PUB, MPUB and
-DPUB over TLS and snappy, and a L{Consumer} receives every message over deflate.
+DPUB over TLS and snappy, and a L{Consumer} receives every message over deflate; a L{Consumer}
+given only an nsqlookupd finds the nsqd there.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial.unittest import TestCase
 
-from tests.integration._daemon import start_nsqd
+from tests.integration._daemon import start_nsqd, start_nsqlookupd
 from tests.integration.test_tls_auth import Certificates
 from twisted_nsq.client import Consumer, Message, NSQResponseError, Producer
 
@@ -73,5 +74,43 @@ class ClientTests(TestCase):
         self.addCleanup(consumer.stop)
         await all_received
         self.assertEqual(sorted(received), [b"five", b"four", b"one", b"three", b"two"])
+        await consumer.stop()
+        await producer.stop()
+
+    async def test_consume_through_lookupd(self) -> None:
+        """A Consumer with only lookupd_http_addresses connects to the nsqd registered there."""
+        lookupd = start_nsqlookupd(self)
+        nsqd = start_nsqd(
+            self, f"--lookupd-tcp-address={lookupd.tcp_hostport}", "--broadcast-address=127.0.0.1"
+        )
+        reactor = _reactor()
+        producer = Producer([nsqd.tcp_hostport], reactor=reactor)
+        self.addCleanup(producer.stop)
+        await producer.multi_publish("lookupd_client_test", [b"one", b"two"])
+
+        received: list[bytes] = []
+        all_received: Deferred[None] = Deferred()
+
+        def handler(message: Message) -> None:
+            received.append(message.body)
+            if len(received) == 3:
+                all_received.callback(None)
+
+        # A short poll interval: nsqd registers the topic with lookupd asynchronously.
+        consumer = Consumer(
+            "lookupd_client_test",
+            "ch",
+            handler,
+            lookupd_http_addresses=[lookupd.http_hostport],
+            max_in_flight=2,
+            lookupd_poll_interval=0.2,
+            reactor=reactor,
+        )
+        consumer.start()
+        self.addCleanup(consumer.stop)
+        await producer.publish("lookupd_client_test", b"three")
+        await all_received
+        self.assertEqual(sorted(received), [b"one", b"three", b"two"])
+        self.assertEqual(consumer.nsqd_addresses, [f"127.0.0.1:{nsqd.tcp_address[1]}"])
         await consumer.stop()
         await producer.stop()

@@ -108,6 +108,9 @@ class ConnectionOptions:
     deflate_level: int = 6
     #: The largest frame accepted from nsqd before the connection is dropped.
     max_frame_size: int = 8 * 1024 * 1024 + 64
+    #: Sent with AUTH after IDENTIFY and the upgrades when nsqd says C{auth_required}; without
+    #: it such a connection fails, as in go-nsq.
+    auth_secret: str | None = None
 
     @sample_rate.validator
     def _check_sample_rate(self, attribute: object, value: int) -> None:
@@ -168,6 +171,7 @@ def encode_mpub_body(bodies: Sequence[bytes]) -> bytes:
 _TLS = "tls"
 _SNAPPY = "snappy"
 _DEFLATE = "deflate"
+_AUTH = "auth"
 
 
 class NSQConnection(Protocol):
@@ -177,6 +181,8 @@ class NSQConnection(Protocol):
 
     @ivar identify_response: the IDENTIFY JSON nsqd answered (empty until then, and empty for a
         server that answered C{OK} because it does not negotiate features).
+    @ivar auth_response: the AUTH JSON nsqd answered (C{identity}, C{identity_url},
+        C{permission_count}); empty when no AUTH was needed.
     """
 
     _log = Logger()
@@ -197,6 +203,7 @@ class NSQConnection(Protocol):
         self._on_message = on_message
         self._on_error = on_error
         self.identify_response: dict[str, Any] = {}
+        self.auth_response: dict[str, Any] = {}
         self._identified = False
         self._codec: Codec | None = None
         # During the handshake frames are cut out one at a time, because the stream may switch to
@@ -363,6 +370,12 @@ class NSQConnection(Protocol):
             return
         if not self._identified:
             self._identify_reply(payload)
+        elif self._steps[0] == _AUTH:
+            self._auth_reply(payload)
+            if self._failure is not None:
+                return
+            del self._steps[0]
+            self._start_step()
         elif payload != _OK:
             self._abort(ConnectionClosedError(f"expected OK after the {self._steps[0]} upgrade: {payload!r}"))
             return
@@ -385,8 +398,8 @@ class NSQConnection(Protocol):
             return
         self.identify_response = reply
         options = self.options
-        if reply.get("auth_required"):
-            self._abort(ConnectionClosedError("nsqd requires AUTH, which this client does not send"))
+        if reply.get("auth_required") and options.auth_secret is None:
+            self._abort(ConnectionClosedError("nsqd requires AUTH and no auth_secret is set"))
             return
         if options.tls_v1 and reply.get("tls_v1"):
             self._steps.append(_TLS)
@@ -394,12 +407,30 @@ class NSQConnection(Protocol):
             self._steps.append(_SNAPPY)
         if options.deflate and reply.get("deflate"):
             self._steps.append(_DEFLATE)
+        if reply.get("auth_required"):
+            # After the upgrades, so that the secret travels over TLS when TLS was negotiated.
+            self._steps.append(_AUTH)
         self._start_step()
+
+    def _auth_reply(self, payload: bytes) -> None:
+        try:
+            reply = json.loads(payload)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            self._abort(ConnectionClosedError(f"bad AUTH reply {payload!r}"))
+            return
+        self.auth_response = reply
 
     def _start_step(self) -> None:
         if not self._steps or self._closed:
             return
         step = self._steps[0]
+        if step == _AUTH:
+            secret = self.options.auth_secret
+            assert secret is not None  # checked in _identify_reply
+            self._write(encode_command(b"AUTH", (), secret.encode("utf-8")))
+            return
         if step == _TLS:
             tls_options = self.options.tls_options
             assert tls_options is not None  # checked by ConnectionOptions
