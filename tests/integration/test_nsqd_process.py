@@ -253,3 +253,14 @@ class CommandLineTests(SynchronousTestCase):
         )
         self.assertEqual(result.returncode, 1)
         self.assertIn("FATAL: failed to instantiate nsqd - --max-deflate-level must be [1,9]", result.stderr)
+
+
+class EarlySignalTests(SynchronousTestCase):
+    """A harness may signal as soon as it has read the listening lines: nsqd still exits 0."""
+
+    def test_sigterm_right_after_listening(self) -> None:
+        from tests.integration._daemon import start_nsqd
+
+        for _ in range(5):
+            nsqd = start_nsqd(self)
+            self.assertEqual(nsqd.stop(), 0, nsqd.output())
