@@ -350,7 +350,35 @@ def run_http_publisher(config: dict[str, Any], wait_for_go: Callable[[], None]) 
     }
 
 
+def run_http_lookup(config: dict[str, Any], wait_for_go: Callable[[], None]) -> dict[str, Any]:
+    """GET ``/lookup?topic=t<random>`` on one keep-alive connection, each waiting for its 200."""
+    host = f"{config['host']}:{config['port']}"
+    topics = int(config["topics"])
+    requests = [f"GET /lookup?topic=t{n} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() for n in range(topics)]
+    sock = socket.create_connection((config["host"], int(config["port"])), timeout=60.0)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pending = bytearray()
+    wait_for_go()
+    cpu_start = time.process_time()
+    start = time.monotonic_ns()
+    deadline = start + int(float(config["duration_s"]) * 1e9)
+    done = 0
+    while time.monotonic_ns() < deadline:
+        sock.sendall(requests[done % topics])
+        _read_http_ok(sock, pending)
+        done += 1
+    end = time.monotonic_ns()
+    sock.close()
+    return {
+        "messages": done,
+        "start_ns": start,
+        "end_ns": end,
+        "client_cpu_s": time.process_time() - cpu_start,
+    }
+
+
 ROLES: dict[str, Callable[[dict[str, Any], Callable[[], None]], dict[str, Any]]] = {
+    "http-lookup": run_http_lookup,
     "http-publish": run_http_publisher,
     "publish": run_publisher,
     "consume": run_consumer,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import Connection
+from bench.lookupd import lookup_rows
 from bench.server import Nsqd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +24,10 @@ CHANNEL = "ch"
 MPUB_BATCH = 200
 MB = 1_000_000
 
+
+#: The load-client module built on twisted-nsq's client, and how many MPUBs it keeps in flight.
+TWISTED_CLIENT = "bench.client_twisted"
+CLIENT_PIPELINE = 4
 
 #: nsqd's own default C{--mem-queue-size}, which the backlog workload runs with.
 DEFAULT_MEM_QUEUE_SIZE = 10_000
@@ -94,14 +99,17 @@ class ClientError(Exception):
 
 
 class Client:
-    """One load-client process (C{python -m bench.client ROLE CONFIG})."""
+    """
+    One load-client process (C{python -m MODULE ROLE CONFIG}): C{bench.client}'s raw sockets, or
+    C{bench.client_twisted}'s twisted-nsq client.
+    """
 
-    def __init__(self, role: str, config: dict[str, Any]) -> None:
+    def __init__(self, role: str, config: dict[str, Any], module: str = "bench.client") -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
         self.role = role
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.client", role, json.dumps(config)],
+            [sys.executable, "-m", module, role, json.dumps(config)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -389,6 +397,85 @@ def consume(
     return _stopped(nsqd, list(rows))
 
 
+def client_publish(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """
+    twisted-nsq's L{Producer}: one process, MPUB x200 of 100 B, 4 batches awaiting their C{OK} at
+    once, for C{settings.fill} messages or C{settings.publish_s}, whichever comes first (the
+    count keeps nsqd's memory bounded: unread messages pile up in the channel).
+    """
+    body_size = 100
+    with settings.nsqd(name) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        create_channel(nsqd)
+        config = {
+            "host": nsqd.host,
+            "port": nsqd.tcp_port,
+            "topic": TOPIC,
+            "body_size": body_size,
+            "batch": MPUB_BATCH,
+            "pipeline": CLIENT_PIPELINE,
+            "count": settings.fill,
+            "duration_s": settings.publish_s,
+        }
+        cpu_before = nsqd.cpu_seconds()
+        [result] = run_clients([Client("publish", config, module=TWISTED_CLIENT)], timeout_s=120)
+        cpu = nsqd.cpu_seconds() - cpu_before
+        nsqd.check_alive()
+        row = _throughput(
+            name,
+            f"twisted-nsq Producer: MPUB x{MPUB_BATCH} {body_size} B, {CLIENT_PIPELINE} in flight, 1 conn",
+            result["messages"],
+            _span_s([result]),
+            body_size,
+        )
+        row.update(_server_facts(nsqd, idle_rss))
+        row["nsqd_cpu_s"] = cpu
+        row["nsqd_cpu_us_per_msg"] = _cpu_per_message(cpu, result["messages"])
+        row["client_cpu_s"] = result["client_cpu_s"]
+    return _stopped(nsqd, [row])
+
+
+def client_consume(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """
+    twisted-nsq's L{Consumer}: fill the channel with C{settings.fill // 5} 100 B messages using
+    the raw publishers, then drain it with one Consumer at C{max_in_flight} 2500 that FINs each.
+    """
+    body_size = 100
+    fill = settings.fill // 5
+    per_client = fill // 2
+    with settings.nsqd(name) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        create_channel(nsqd)
+        run_clients(_publishers(nsqd, body_size, MPUB_BATCH, count=per_client), timeout_s=600)
+        config = {
+            "host": nsqd.host,
+            "port": nsqd.tcp_port,
+            "topic": TOPIC,
+            "channel": CHANNEL,
+            "max_in_flight": 2500,
+            "count": 2 * per_client,
+            "timeout_s": 120.0,
+        }
+        cpu_before = nsqd.cpu_seconds()
+        [result] = run_clients([Client("consume", config, module=TWISTED_CLIENT)], timeout_s=180)
+        cpu = nsqd.cpu_seconds() - cpu_before
+        nsqd.check_alive()
+        row = _throughput(
+            name,
+            f"twisted-nsq Consumer: max_in_flight 2500, FIN each, draining {2 * per_client:,} msgs",
+            result["messages"],
+            _span_s([result]),
+            body_size,
+        )
+        row.update(_server_facts(nsqd, idle_rss))
+        row["expected"] = 2 * per_client
+        row["missing"] = 2 * per_client - result["messages"]
+        row["nsqd_cpu_s"] = cpu
+        row["nsqd_cpu_us_per_msg"] = _cpu_per_message(cpu, result["messages"])
+        row["client_cpu_s"] = result["client_cpu_s"]
+    return _stopped(nsqd, [row])
+
+
 def backlog(settings: Settings, name: str) -> list[dict[str, Any]]:
     """
     A backlog far past the memory queue: C{settings.backlog} 100-byte messages into a channel
@@ -506,6 +593,13 @@ WORKLOADS: dict[str, Workload] = {
     "pubsub": lambda s: pubsub(s, "pubsub"),
     "latency-rdy1": lambda s: latency(s, "latency-rdy1", 1),
     "latency-rdy100": lambda s: latency(s, "latency-rdy100", 100),
+    "lookupd-lookup": lambda s: lookup_rows(
+        os.path.join(os.path.dirname(s.nsqd_path), "nsqlookupd"),
+        s.publish_s,
+        run_clients,
+        Client,
+        _throughput,
+    ),
     "http-pub-100": lambda s: publish(s, "http-pub-100", 100, 1, http=True),
     "http-mpub-100": lambda s: publish(s, "http-mpub-100", 100, MPUB_BATCH, http=True),
     "mpub-disk-100": lambda s: publish(s, "mpub-disk-100", 100, MPUB_BATCH, mem_queue_size=0),
@@ -518,6 +612,8 @@ WORKLOADS: dict[str, Workload] = {
     ),
     "consume-disk": lambda s: consume(s, "consume-disk", s.disk_fill, mem_queue_size=0),
     "consume-durable": lambda s: consume(s, "consume-durable", s.disk_fill, mem_queue_size=0, durable=True),
+    "client-mpub-100": lambda s: client_publish(s, "client-mpub-100"),
+    "client-consume": lambda s: client_consume(s, "client-consume"),
     "backlog-5m": lambda s: backlog(s, "backlog-5m"),
 }
 
