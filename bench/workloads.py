@@ -437,11 +437,11 @@ def client_publish(settings: Settings, name: str) -> list[dict[str, Any]]:
 
 def client_consume(settings: Settings, name: str) -> list[dict[str, Any]]:
     """
-    twisted-nsq's L{Consumer}: fill the channel with C{settings.fill // 5} 100 B messages using
+    twisted-nsq's L{Consumer}: fill the channel with C{settings.fill // 2} 100 B messages using
     the raw publishers, then drain it with one Consumer at C{max_in_flight} 2500 that FINs each.
     """
     body_size = 100
-    fill = settings.fill // 5
+    fill = settings.fill // 2
     per_client = fill // 2
     with settings.nsqd(name) as nsqd:
         idle_rss = nsqd.rss_kib()

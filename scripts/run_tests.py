@@ -59,7 +59,7 @@ def main() -> int:
         ("mypy", [os.path.join(BIN, "mypy")]),
         (
             "ruff check",
-            [os.path.join(BIN, "ruff"), "check", "twisted_nsq", "twisted", "tests", "scripts", "bench"],
+            [os.path.join(BIN, "ruff"), "check", "twisted_nsq", "twisted", "tests", "scripts", "bench", "examples"],
         ),
         (
             "ruff format",
