@@ -59,7 +59,16 @@ def main() -> int:
         ("mypy", [os.path.join(BIN, "mypy")]),
         (
             "ruff check",
-            [os.path.join(BIN, "ruff"), "check", "twisted_nsq", "twisted", "tests", "scripts", "bench", "examples"],
+            [
+                os.path.join(BIN, "ruff"),
+                "check",
+                "twisted_nsq",
+                "twisted",
+                "tests",
+                "scripts",
+                "bench",
+                "examples",
+            ],
         ),
         (
             "ruff format",
