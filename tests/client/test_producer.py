@@ -1,6 +1,7 @@
 """
-L{twisted_nsq.client.producer}: lazy connection, pipelining, FIFO replies, reconnection and
-round-robin over addresses, with a fake endpoint and in-memory transports.
+L{twisted_nsq.client.producer}: lazy connection, pipelining, FIFO replies, the pool of connections
+(round-robin, waiting for readiness, losing one, reconnecting with backoff) and stopping, with a
+fake endpoint, in-memory transports and a memory clock.
 """
 
 from __future__ import annotations
@@ -75,19 +76,23 @@ def ready(endpoint: FakeEndpoint) -> tuple[NSQConnection, StringTransport]:
 class ProducerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.endpoints = Endpoints()
+        self.clock = MemoryReactorClock()
         self.producer = Producer(
             ["10.0.0.1:4150", "10.0.0.2:4150"],
+            reactor=self.clock,
             endpoint_factory=self.endpoints,
             client_id="p",
             hostname="host",
         )
 
     def test_lazy_connect(self) -> None:
-        """Nothing connects until the first publish."""
+        """Nothing connects until the first publish, which connects to every address."""
         self.assertEqual(self.endpoints.made, [])
         self.assertIsNone(self.producer.connection)
         self.producer.publish("t", b"1")
-        self.assertEqual([e.address for e in self.endpoints.made], ["10.0.0.1:4150"])
+        self.assertEqual([e.address for e in self.endpoints.made], ["10.0.0.1:4150", "10.0.0.2:4150"])
+        self.producer.publish("t", b"2")
+        self.assertEqual(len(self.endpoints.made), 2)
 
     def test_pipelined_while_connecting(self) -> None:
         """
@@ -97,7 +102,7 @@ class ProducerTests(SynchronousTestCase):
         first = self.producer.publish("t", b"one")
         second = self.producer.multi_publish("t", [b"a", b"b"])
         third = self.producer.deferred_publish("t", b"later", 250)
-        self.assertEqual(len(self.endpoints.made), 1)
+        self.assertEqual(len(self.endpoints.made), 2)
         connection, transport = self.endpoints.made[0].complete()
         self.assertTrue(transport.value().startswith(b"  V2IDENTIFY\n"))
         transport.clear()
@@ -116,7 +121,7 @@ class ProducerTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(second))
         self.assertIsNone(self.successResultOf(third))
         self.assertNoResult(fourth)
-        self.assertEqual(len(self.endpoints.made), 1)
+        self.assertEqual(len(self.endpoints.made), 2)
 
     def test_error_code(self) -> None:
         """An error reply fails that publish with nsqd's code; the failed connection is dropped."""
@@ -128,22 +133,26 @@ class ProducerTests(SynchronousTestCase):
         self.assertEqual(error.code, "E_BAD_MESSAGE")
         self.assertTrue(transport.disconnecting)
 
-    def test_reconnect_round_robin(self) -> None:
+    def test_reconnect_lazily(self) -> None:
         """
-        A lost connection fails the publishes waiting on it; the next publish connects again, to the
-        next address.
+        A lost connection fails the publishes waiting on it; the next publish connects to that
+        address again, at once, and the pool keeps serving meanwhile.
         """
         published = self.producer.publish("t", b"x")
-        connection, _ = ready(self.endpoints.made[0])
-        connection.connectionLost(Failure(ConnectionClosedError("reset")))
+        first, _ = ready(self.endpoints.made[0])
+        second, second_transport = ready(self.endpoints.made[1])
+        first.connectionLost(Failure(ConnectionClosedError("reset")))
         self.failureResultOf(published, ConnectionClosedError)
-        self.assertIsNone(self.producer.connection)
+        self.assertIs(self.producer.connection, second)
+        self.assertEqual(len(self.endpoints.made), 2)
         again = self.producer.publish("t", b"y")
-        self.assertEqual([e.address for e in self.endpoints.made], ["10.0.0.1:4150", "10.0.0.2:4150"])
-        connection, transport = ready(self.endpoints.made[1])
-        self.assertEqual(transport.value(), b"PUB t\n\x00\x00\x00\x01y")
-        connection.dataReceived(OK_FRAME)
+        self.assertEqual([e.address for e in self.endpoints.made][2:], ["10.0.0.1:4150"])
+        self.assertEqual(second_transport.value(), b"PUB t\n\x00\x00\x00\x01y")
+        second.dataReceived(OK_FRAME)
         self.successResultOf(again)
+        _, transport = ready(self.endpoints.made[2])
+        self.producer.publish("t", b"z")
+        self.assertEqual(transport.value(), b"PUB t\n\x00\x00\x00\x01z")
 
     def test_failover(self) -> None:
         """A refused address is skipped: the next one is tried for the same publish."""
@@ -213,10 +222,140 @@ class ProducerTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         connection.connectionLost(Failure(ConnectionClosedError("closed")))
         self.successResultOf(stopped)
-        self.assertEqual(len(self.endpoints.made), 1)
+        self.assertEqual(len(self.endpoints.made), 2)
 
     def test_stop_idle(self) -> None:
         self.successResultOf(self.producer.stop())
+
+
+THREE = ["10.0.0.1:4150", "10.0.0.2:4150", "10.0.0.3:4150"]
+
+
+def pub(body: bytes) -> bytes:
+    """The bytes of C{PUB t} with C{body}."""
+    return b"PUB t\n" + len(body).to_bytes(4, "big") + body
+
+
+class PoolTests(SynchronousTestCase):
+    """The producer as a pool over three addresses."""
+
+    def setUp(self) -> None:
+        self.endpoints = Endpoints()
+        self.clock = MemoryReactorClock()
+        self.producer = Producer(THREE, reactor=self.clock, endpoint_factory=self.endpoints, client_id="p")
+
+    def test_round_robin(self) -> None:
+        """Publishes are spread in turn over the ready connections, each pipelined in order."""
+        first = self.producer.publish("t", b"0")
+        self.assertEqual([e.address for e in self.endpoints.made], THREE)
+        pairs = [ready(endpoint) for endpoint in self.endpoints.made]
+        published = [self.producer.publish("t", b"%d" % (n,)) for n in range(1, 7)]
+        self.assertEqual(pairs[0][1].value(), pub(b"0") + pub(b"1") + pub(b"4"))
+        self.assertEqual(pairs[1][1].value(), pub(b"2") + pub(b"5"))
+        self.assertEqual(pairs[2][1].value(), pub(b"3") + pub(b"6"))
+        self.assertEqual(len(self.endpoints.made), 3)
+        pairs[1][0].dataReceived(OK_FRAME + error_frame(b"E_BAD_MESSAGE PUB bad"))
+        self.successResultOf(published[1])
+        self.failureResultOf(published[4], NSQResponseError)
+        pairs[0][0].dataReceived(OK_FRAME * 3)
+        self.successResultOf(first)
+        self.successResultOf(published[0])
+        self.successResultOf(published[3])
+        self.assertNoResult(published[2])
+
+    def test_waits_for_first_ready(self) -> None:
+        """Publishes made while no connection is ready go, in order, to the first one that is."""
+        first = self.producer.publish("t", b"a")
+        second = self.producer.multi_publish("t", [b"b"])
+        connection, transport = ready(self.endpoints.made[1])
+        self.assertEqual(
+            transport.value(), pub(b"a") + b"MPUB t\n\x00\x00\x00\x09\x00\x00\x00\x01\x00\x00\x00\x01b"
+        )
+        connection.dataReceived(OK_FRAME * 2)
+        self.successResultOf(first)
+        self.successResultOf(second)
+        _, other = ready(self.endpoints.made[0])
+        self.producer.publish("t", b"c")
+        self.producer.publish("t", b"d")
+        self.assertEqual(other.value(), pub(b"c"))
+        self.assertEqual(transport.value()[-len(pub(b"d")) :], pub(b"d"))
+        self.assertEqual(len(self.endpoints.made), 3)
+
+    def test_one_lost_others_serve(self) -> None:
+        """
+        A lost connection fails only its own publishes; the others keep serving and the lost
+        address is connected again by the next publish.
+        """
+        self.producer.publish("t", b"0")
+        pairs = [ready(endpoint) for endpoint in self.endpoints.made]
+        for _, transport in pairs:
+            transport.clear()
+        on = [self.producer.publish("t", b"%d" % (n,)) for n in range(3)]
+        pairs[1][0].connectionLost(Failure(ConnectionClosedError("reset")))
+        self.failureResultOf(on[1], ConnectionClosedError)
+        self.assertNoResult(on[0])
+        self.assertNoResult(on[2])
+        later = [self.producer.publish("t", b"%d" % (n,)) for n in range(3, 5)]
+        self.assertEqual([e.address for e in self.endpoints.made][3:], ["10.0.0.2:4150"])
+        self.assertEqual(pairs[0][1].value(), pub(b"0") + pub(b"3"))
+        self.assertEqual(pairs[2][1].value(), pub(b"2") + pub(b"4"))
+        pairs[2][0].dataReceived(OK_FRAME * 2)
+        self.successResultOf(on[2])
+        self.successResultOf(later[1])
+        _, transport = ready(self.endpoints.made[3])
+        self.producer.publish("t", b"5")
+        self.producer.publish("t", b"6")
+        self.assertEqual(pairs[0][1].value(), pub(b"0") + pub(b"3") + pub(b"5"))
+        self.assertEqual(transport.value(), pub(b"6"))
+
+    def test_reconnect_backoff(self) -> None:
+        """
+        While others serve, an address that refuses is tried again only after its backoff, which
+        doubles; when nothing serves, a publish tries every address at once.
+        """
+        self.endpoints.refused.add("10.0.0.2:4150")
+        published = [self.producer.publish("t", b"0")]
+        self.assertEqual(len(self.endpoints.made), 3)
+        first, _ = ready(self.endpoints.made[0])
+        third, _ = ready(self.endpoints.made[2])
+        published.append(self.producer.publish("t", b"1"))
+        self.assertEqual(len(self.endpoints.made), 3)
+        self.clock.advance(1.0)
+        published.append(self.producer.publish("t", b"2"))
+        self.assertEqual([e.address for e in self.endpoints.made][3:], ["10.0.0.2:4150"])
+        self.clock.advance(1.5)
+        published.append(self.producer.publish("t", b"3"))
+        self.assertEqual(len(self.endpoints.made), 4)
+        self.clock.advance(0.5)
+        published.append(self.producer.publish("t", b"4"))
+        self.assertEqual([e.address for e in self.endpoints.made][4:], ["10.0.0.2:4150"])
+        first.connectionLost(Failure(ConnectionClosedError("reset")))
+        third.connectionLost(Failure(ConnectionClosedError("reset")))
+        for lost in published:
+            self.failureResultOf(lost, ConnectionClosedError)
+        waiting = self.producer.publish("t", b"5")
+        self.assertEqual([e.address for e in self.endpoints.made][5:], THREE)
+        self.assertNoResult(waiting)
+        _, transport = ready(self.endpoints.made[7])
+        self.assertEqual(transport.value(), pub(b"5"))
+
+    def test_stop_closes_all(self) -> None:
+        """stop() closes every connection, ready or not, and fires once all are closed."""
+        published = self.producer.publish("t", b"0")
+        first, first_transport = ready(self.endpoints.made[0])
+        handshaking, handshaking_transport = self.endpoints.made[1].complete()
+        stopped = self.producer.stop()
+        self.assertTrue(first_transport.disconnecting)
+        self.assertTrue(handshaking_transport.disconnecting)
+        self.assertNoResult(stopped)
+        first.connectionLost(Failure(ConnectionClosedError("closed")))
+        self.failureResultOf(published, ConnectionClosedError)
+        self.assertNoResult(stopped)
+        handshaking.connectionLost(Failure(ConnectionClosedError("closed")))
+        self.successResultOf(stopped)
+        self.assertIsNone(self.producer.connection)
+        self.failureResultOf(self.producer.publish("t", b"1"), ProducerStoppedError)
+        self.assertEqual(len(self.endpoints.made), 3)
 
 
 class DefaultEndpointTests(SynchronousTestCase):

@@ -10,7 +10,7 @@ from twisted_nsq.client.connection import (
     NSQConnection,
     NSQResponseError,
 )
-from twisted_nsq.client.consumer import Consumer
+from twisted_nsq.client.consumer import Consumer, ConsumerOptions
 from twisted_nsq.client.message import Message
 from twisted_nsq.client.producer import Producer, ProducerStoppedError
 
@@ -19,6 +19,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionOptions",
     "Consumer",
+    "ConsumerOptions",
     "Message",
     "NSQConnection",
     "NSQResponseError",

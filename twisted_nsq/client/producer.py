@@ -1,20 +1,22 @@
 """
-Publishing to nsqd over TCP, as go-nsq's C{Producer} does (spec 7.2).
+Publishing to nsqd over TCP, as go-nsq's C{Producer} does (spec 7.2), over a pool of addresses.
 
-One connection at a time carries every command, pipelined, with replies matched in order. It is
-opened lazily by the first publish and again by the first publish after it was lost; each new
-connection goes to the next address in the list, so a dead nsqd is skipped.
+The first publish connects to every address at once. Publishes are spread round-robin over the
+connections that are ready; on each connection commands are pipelined and replies matched in
+order. A lost connection is opened again lazily, by a later publish, while the others keep serving;
+an address whose connection attempt failed is retried only after a growing backoff, unless no
+connection is ready at all, in which case a publish tries every address again.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
-from twisted.internet.interfaces import IAddress, IProtocol, IStreamClientEndpoint
+from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
@@ -93,13 +95,40 @@ class _ConnectionFactory(Factory):
         return self._connection
 
 
+#: The backoff before retrying an address whose connection attempt failed: this many seconds after
+#: the first failure, doubled after each further one, up to L{_MAX_RETRY_DELAY}.
+_FIRST_RETRY_DELAY = 1.0
+_MAX_RETRY_DELAY = 60.0
+
+
+class _Slot:
+    """One address of the pool and the state of its connection."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        #: The ready connection, while it is open.
+        self.connection: NSQConnection | None = None
+        #: The connection attempt in progress (endpoint connect, then handshake).
+        self.connecting: Deferred[Any] | None = None
+        #: The connection being handshaken, so that stop() can close it.
+        self.handshaking: NSQConnection | None = None
+        #: Consecutive failed connection attempts, and when the next one may start.
+        self.failures = 0
+        self.retry_at = 0.0
+
+    @property
+    def idle(self) -> bool:
+        """Neither connected nor connecting."""
+        return self.connection is None and self.connecting is None
+
+
 class Producer:
     """
-    Publishes messages to one of C{nsqd_tcp_addresses} at a time.
+    Publishes messages over a pool of connections, one per address in C{nsqd_tcp_addresses}.
 
     Each publish returns a Deferred that fires with C{None} once nsqd answered C{OK}, or fails
     with L{NSQResponseError} (its C{code} is nsqd's C{E_*} code, from the publish or from
-    IDENTIFY), L{ConnectionClosedError} (the connection was lost first), the endpoint's error
+    IDENTIFY), L{ConnectionClosedError} (its connection was lost first), the endpoint's error
     (e.g. C{ConnectionRefusedError}) when no address could be connected, or
     L{ProducerStoppedError}.
     """
@@ -114,8 +143,8 @@ class Producer:
     ) -> None:
         """
         @param nsqd_tcp_addresses: nsqd TCP addresses as C{host:port}.
-        @param reactor: the reactor to connect with; C{None} means the global one, imported
-            when the first connection is made.
+        @param reactor: the reactor to connect with, and the clock for reconnection backoff;
+            C{None} means the global one, imported when first needed.
         @param endpoint_factory: makes the endpoint for an address (tests pass fakes); the
             default is a TCP endpoint on C{reactor}.
         @param options: L{ConnectionOptions} fields (C{client_id}, C{heartbeat_interval},
@@ -127,31 +156,41 @@ class Producer:
             raise ValueError("Producer needs at least one nsqd address")
         for address in nsqd_tcp_addresses:
             parse_address(address)
-        self._addresses = list(nsqd_tcp_addresses)
+        self._slots = [_Slot(address) for address in nsqd_tcp_addresses]
         self._reactor = reactor
         self._endpoint_factory = endpoint_factory if endpoint_factory is not None else self._tcp_endpoint
         self.options = ConnectionOptions(**options)
-        self._next_address = 0
-        self._connection: NSQConnection | None = None
-        # The connection being set up, and the publishes waiting for it, in order.
-        self._connecting: Deferred[Any] | None = None
-        self._handshaking: NSQConnection | None = None
+        # The slot the next publish starts looking from, for round-robin.
+        self._next_slot = 0
+        self._idle_count = len(self._slots)
+        # Publishes waiting for the first connection to become ready, in order.
         self._waiters: list[Deferred[NSQConnection]] = []
+        # Set while _connect_idle starts attempts, so that an attempt failing at once does not
+        # fail the waiters before the other addresses were tried.
+        self._starting = False
+        # What the waiting publishes fail with when no address could be connected.
+        self._last_error: Exception = ConnectionClosedError("no nsqd address could be connected")
         self._stopped = False
 
     @property
     def connection(self) -> NSQConnection | None:
-        """The open, ready connection, if there is one."""
-        connection = self._connection
-        return connection if connection is not None and connection.ready else None
+        """A ready connection (the first in address order), if there is one."""
+        for slot in self._slots:
+            connection = slot.connection
+            if connection is not None and connection.ready:
+                return connection
+        return None
 
-    def _tcp_endpoint(self, address: str) -> IStreamClientEndpoint:
+    def _clock(self) -> IReactorTime:
         if self._reactor is None:
             # Imported here, never at import time, so that importing the client picks no reactor.
             from twisted.internet import reactor
 
             self._reactor = reactor
-        return default_endpoint(self._reactor, address)
+        return cast(IReactorTime, self._reactor)
+
+    def _tcp_endpoint(self, address: str) -> IStreamClientEndpoint:
+        return default_endpoint(self._clock(), address)
 
     # Publishing
 
@@ -181,79 +220,132 @@ class Producer:
     def _send(self, name: bytes, params: tuple[bytes, ...], body: bytes) -> Deferred[None]:
         if self._stopped:
             return fail(ProducerStoppedError("the producer was stopped"))
-        connection = self.connection
+        connection = self._pick()
+        if self._idle_count:
+            # Lazy (re)connection: a lost address comes back with a publish, at once when nothing
+            # serves, otherwise once its backoff is over.
+            self._connect_idle(force=connection is None)
+            if connection is None:
+                connection = self._pick()
         if connection is not None:
             return connection.send_command(name, *params, body=body).addCallback(_discard)
         waiter: Deferred[NSQConnection] = Deferred()
         self._waiters.append(waiter)
-        if self._connecting is None:
-            self._connect(len(self._addresses))
+        self._fail_waiters_if_hopeless()
         return waiter.addCallback(lambda c: c.send_command(name, *params, body=body)).addCallback(_discard)
+
+    def _pick(self) -> NSQConnection | None:
+        """The next ready connection in round-robin order."""
+        slots = self._slots
+        count = len(slots)
+        start = self._next_slot
+        for offset in range(count):
+            index = (start + offset) % count
+            connection = slots[index].connection
+            if connection is not None and connection.ready:
+                self._next_slot = index + 1
+                return connection
+        return None
 
     # Connecting
 
-    def _connect(self, tries_left: int) -> None:
-        address = self._addresses[self._next_address % len(self._addresses)]
-        self._next_address += 1
-        connection = NSQConnection(self.options)
-        connecting = self._endpoint_factory(address).connect(_ConnectionFactory(connection))
-        # Set before the callbacks, which clear it, so that an endpoint that connects at once works.
-        self._connecting = connecting
-        connecting.addCallback(self._handshake)
-        connecting.addCallbacks(self._connected, self._connect_failed, errbackArgs=(tries_left - 1,))
+    def _connect_idle(self, force: bool) -> None:
+        """Start a connection attempt for each idle address whose backoff is over (any if C{force})."""
+        now = self._clock().seconds() if not force else 0.0
+        self._starting = True
+        try:
+            for slot in self._slots:
+                if slot.idle and (force or slot.retry_at <= now):
+                    self._connect(slot)
+        finally:
+            self._starting = False
 
-    def _handshake(self, protocol: IProtocol) -> Deferred[NSQConnection]:
+    def _connect(self, slot: _Slot) -> None:
+        connection = NSQConnection(self.options)
+        connecting = self._endpoint_factory(slot.address).connect(_ConnectionFactory(connection))
+        # Set before the callbacks, which clear it, so that an endpoint that connects at once works.
+        slot.connecting = connecting
+        self._idle_count -= 1
+        connecting.addCallback(self._handshake, slot)
+        connecting.addCallbacks(self._connected, self._connect_failed, (slot,), errbackArgs=(slot,))
+
+    def _handshake(self, protocol: IProtocol, slot: _Slot) -> Deferred[NSQConnection]:
         assert isinstance(protocol, NSQConnection)
         connection = protocol
-        self._handshaking = connection
+        slot.handshaking = connection
         return connection.when_ready().addCallback(lambda _: connection)
 
-    def _connected(self, connection: NSQConnection) -> None:
-        self._connecting = None
-        self._handshaking = None
-        self._connection = connection
-        connection.when_closed().addCallback(self._lost, connection)
+    def _connected(self, connection: NSQConnection, slot: _Slot) -> None:
+        slot.connecting = None
+        slot.handshaking = None
+        slot.failures = 0
+        if self._stopped:
+            # stop() ran after the handshake finished but before this callback did.
+            self._idle_count += 1
+            if connection.transport is not None:
+                connection.transport.loseConnection()
+            return
+        slot.connection = connection
+        connection.when_closed().addCallback(self._lost, slot, connection)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(connection)
 
-    def _connect_failed(self, failure: Failure, tries_left: int) -> None:
-        self._connecting = None
-        self._handshaking = None
+    def _connect_failed(self, failure: Failure, slot: _Slot) -> None:
+        slot.connecting = None
+        slot.handshaking = None
+        self._idle_count += 1
         if isinstance(failure.value, CancelledError) or self._stopped:
             return
-        if tries_left > 0 and self._waiters:
-            self._connect(tries_left)
-            return
+        slot.failures += 1
+        delay = min(_FIRST_RETRY_DELAY * 2 ** (slot.failures - 1), _MAX_RETRY_DELAY)
+        slot.retry_at = self._clock().seconds() + delay
         error = failure.value
-        if not isinstance(error, Exception) or isinstance(error, CancelledError):
+        if not isinstance(error, Exception):
             error = ConnectionClosedError(failure.getErrorMessage())
+        self._last_error = error
+        self._fail_waiters_if_hopeless()
+
+    def _fail_waiters_if_hopeless(self) -> None:
+        """Fail the waiting publishes once every attempt failed and none is left in progress."""
+        if not self._waiters or self._starting:
+            return
+        if any(slot.connecting is not None or slot.connection is not None for slot in self._slots):
+            return
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
-            waiter.errback(error)
+            waiter.errback(self._last_error)
 
-    def _lost(self, _: None, connection: NSQConnection) -> None:
-        if self._connection is connection:
-            self._connection = None
+    def _lost(self, _: None, slot: _Slot, connection: NSQConnection) -> None:
+        if slot.connection is connection:
+            slot.connection = None
+            # It had worked: the next publish may open it again at once.
+            slot.retry_at = 0.0
+            self._idle_count += 1
+            if self._waiters and not self._stopped:
+                # Publishes wait while every connection was closing: this one may serve them.
+                self._connect_idle(force=True)
+                self._fail_waiters_if_hopeless()
 
     # Stopping
 
     def stop(self) -> Deferred[None]:
         """
-        Stop for good: close the connection and fail every publish still waiting for a reply.
-        Fires once the connection is closed.
+        Stop for good: close every connection and fail every publish still waiting for a reply.
+        Fires once all connections are closed.
         """
         self._stopped = True
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.errback(ProducerStoppedError("the producer was stopped"))
         closing: list[Deferred[None]] = []
-        for connection in (self._handshaking, self._connection):
-            if connection is not None and not connection.closed and connection.transport is not None:
-                closing.append(connection.when_closed())
-                connection.transport.loseConnection()
-        if self._connecting is not None:
-            self._connecting.cancel()
+        for slot in self._slots:
+            for connection in (slot.handshaking, slot.connection):
+                if connection is not None and not connection.closed and connection.transport is not None:
+                    closing.append(connection.when_closed())
+                    connection.transport.loseConnection()
+            if slot.connecting is not None:
+                slot.connecting.cancel()
         if not closing:
             return succeed(None)
         return DeferredList(closing).addCallback(lambda _: None)
