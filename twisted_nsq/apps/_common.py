@@ -1,0 +1,110 @@
+"""
+What the utilities share: the C{--nsqd-tcp-address}, C{--lookupd-http-address},
+C{--consumer-opt}/C{--producer-opt} and C{--version} flags, and turning C{k,v} options into
+keyword arguments for L{Consumer} and L{Producer}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from twisted_nsq._cli import (
+    VERSION_FLAG,
+    FlagError,
+    FlagSpec,
+    Kind,
+    parse_go_bool,
+    parse_go_duration,
+    parse_go_float,
+    parse_go_int,
+)
+from twisted_nsq.client import ConnectionOptions, ConsumerOptions
+
+NSQD_TCP_ADDRESS = FlagSpec(
+    "nsqd-tcp-address",
+    Kind.STRING_LIST,
+    [],
+    "nsqd TCP address (may be given multiple times)",
+    attr="nsqd_tcp_addresses",
+)
+LOOKUPD_HTTP_ADDRESS = FlagSpec(
+    "lookupd-http-address",
+    Kind.STRING_LIST,
+    [],
+    "lookupd HTTP address (may be given multiple times)",
+    attr="lookupd_http_addresses",
+)
+CONSUMER_OPT = FlagSpec(
+    "consumer-opt",
+    Kind.STRING_LIST,
+    [],
+    "option to passthrough to the consumer (may be given multiple times, e.g. max_attempts,5)",
+)
+PRODUCER_OPT = FlagSpec(
+    "producer-opt",
+    Kind.STRING_LIST,
+    [],
+    "option to passthrough to the producer (may be given multiple times, e.g. snappy,true)",
+)
+VERSION = FlagSpec(VERSION_FLAG, Kind.BOOL, False, "print version string")
+
+# The options a k,v pair may set, with the type of the value it takes.
+_CONNECTION_FIELDS = {f.name: f for f in attrs.fields(ConnectionOptions)}
+_CONSUMER_FIELDS = {f.name: f for f in attrs.fields(ConsumerOptions)}
+# Fields whose values are objects, not text: no command line can give them.
+_NOT_TEXT = frozenset({"tls_options"})
+
+
+def _convert(name: str, default: object, text: str) -> object:
+    """Turn C{text} into a value of the type of the option's C{default}."""
+    if isinstance(default, bool):
+        return parse_go_bool(text)
+    if isinstance(default, int):
+        return parse_go_int(text)
+    if isinstance(default, float):
+        # go-nsq's durations are Go durations; a bare number is taken as seconds.
+        try:
+            return parse_go_float(text)
+        except ValueError:
+            return parse_go_duration(text)
+    return text
+
+
+def parse_options(pairs: Iterable[str], flag: str, *, consumer: bool) -> dict[str, object]:
+    """
+    Turn C{--consumer-opt}/C{--producer-opt} values (C{"k,v"}, C{"k"} meaning C{true}) into
+    keyword arguments: L{ConnectionOptions} fields, and L{ConsumerOptions} fields when
+    C{consumer}. Dashes in names are read as underscores.
+
+    @raise FlagError: an unknown option or a value that does not parse.
+    """
+    fields = dict(_CONNECTION_FIELDS)
+    if consumer:
+        fields.update(_CONSUMER_FIELDS)
+    result: dict[str, object] = {}
+    for pair in pairs:
+        name, has_value, text = pair.partition(",")
+        name = name.strip().replace("-", "_")
+        field = fields.get(name)
+        if field is None or name in _NOT_TEXT:
+            raise FlagError(f"invalid value {pair!r} for flag -{flag}: unknown option {name!r}")
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = ""
+        try:
+            result[name] = _convert(name, default, text if has_value else "true")
+        except ValueError as e:
+            raise FlagError(f"invalid value {pair!r} for flag -{flag}: {e}") from None
+    return result
+
+
+__all__ = [
+    "CONSUMER_OPT",
+    "LOOKUPD_HTTP_ADDRESS",
+    "NSQD_TCP_ADDRESS",
+    "PRODUCER_OPT",
+    "VERSION",
+    "parse_options",
+]
