@@ -20,8 +20,8 @@ test: $(STAMP)
 	$(BIN)/python scripts/run_tests.py --jobs $(JOBS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check twisted_nsq twisted tests scripts bench
-	$(BIN)/ruff format --check twisted_nsq twisted tests scripts bench
+	$(BIN)/ruff check twisted_nsq twisted tests scripts bench examples
+	$(BIN)/ruff format --check twisted_nsq twisted tests scripts bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -81,6 +81,7 @@ def main() -> int:
                 "tests",
                 "scripts",
                 "bench",
+                "examples",
             ],
         ),
     ):
