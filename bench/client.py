@@ -323,38 +323,13 @@ def _read_http_ok(sock: socket.socket, pending: bytearray) -> None:
         pending += data
 
 
-def run_http_publisher(config: dict[str, Any], wait_for_go: Callable[[], None]) -> dict[str, Any]:
-    """HTTP ``/pub`` (C{batch} 1) or ``/mpub`` on one keep-alive connection, each waiting for 200."""
-    batch = int(config["batch"])
-    host = f"{config['host']}:{config['port']}"
-    request = _http_request(str(config["topic"]), b"a" * int(config["body_size"]), batch, host)
-    sock = socket.create_connection((config["host"], int(config["port"])), timeout=60.0)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    pending = bytearray()
-    wait_for_go()
-    cpu_start = time.process_time()
-    start = time.monotonic_ns()
-    deadline = start + int(float(config["duration_s"]) * 1e9)
-    published = 0
-    while time.monotonic_ns() < deadline:
-        sock.sendall(request)
-        _read_http_ok(sock, pending)
-        published += batch
-    end = time.monotonic_ns()
-    sock.close()
-    return {
-        "messages": published,
-        "start_ns": start,
-        "end_ns": end,
-        "client_cpu_s": time.process_time() - cpu_start,
-    }
-
-
-def run_http_lookup(config: dict[str, Any], wait_for_go: Callable[[], None]) -> dict[str, Any]:
-    """GET ``/lookup?topic=t<random>`` on one keep-alive connection, each waiting for its 200."""
-    host = f"{config['host']}:{config['port']}"
-    topics = int(config["topics"])
-    requests = [f"GET /lookup?topic=t{n} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() for n in range(topics)]
+def _http_loop(
+    config: dict[str, Any], requests: list[bytes], per_request: int, wait_for_go: Callable[[], None]
+) -> dict[str, Any]:
+    """
+    Send ``requests`` in turn on one keep-alive connection, each waiting for its 200, for
+    ``duration_s``; ``messages`` counts ``per_request`` for each answered request.
+    """
     sock = socket.create_connection((config["host"], int(config["port"])), timeout=60.0)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     pending = bytearray()
@@ -364,17 +339,35 @@ def run_http_lookup(config: dict[str, Any], wait_for_go: Callable[[], None]) -> 
     deadline = start + int(float(config["duration_s"]) * 1e9)
     done = 0
     while time.monotonic_ns() < deadline:
-        sock.sendall(requests[done % topics])
+        sock.sendall(requests[done % len(requests)])
         _read_http_ok(sock, pending)
         done += 1
     end = time.monotonic_ns()
     sock.close()
     return {
-        "messages": done,
+        "messages": done * per_request,
         "start_ns": start,
         "end_ns": end,
         "client_cpu_s": time.process_time() - cpu_start,
     }
+
+
+def run_http_publisher(config: dict[str, Any], wait_for_go: Callable[[], None]) -> dict[str, Any]:
+    """HTTP ``/pub`` (C{batch} 1) or ``/mpub`` on one keep-alive connection, each waiting for 200."""
+    batch = int(config["batch"])
+    host = f"{config['host']}:{config['port']}"
+    request = _http_request(str(config["topic"]), b"a" * int(config["body_size"]), batch, host)
+    return _http_loop(config, [request], batch, wait_for_go)
+
+
+def run_http_lookup(config: dict[str, Any], wait_for_go: Callable[[], None]) -> dict[str, Any]:
+    """GET ``/lookup?topic=t<n>`` round the topics on one keep-alive connection."""
+    host = f"{config['host']}:{config['port']}"
+    requests = [
+        f"GET /lookup?topic=t{n} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        for n in range(int(config["topics"]))
+    ]
+    return _http_loop(config, requests, 1, wait_for_go)
 
 
 ROLES: dict[str, Callable[[dict[str, Any], Callable[[], None]], dict[str, Any]]] = {
