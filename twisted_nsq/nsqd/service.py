@@ -13,27 +13,24 @@ from __future__ import annotations
 import fcntl
 import os
 import platform
-from typing import Any, cast
+from typing import cast
 
-import attrs
 from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
     IReactorFromThreads,
     IReactorTime,
-    IStreamServerEndpoint,
 )
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
+from twisted_nsq._listen import ListenAddress, StartupError, describe_port, display_address, listen_now
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqd.auth import AuthClient
 from twisted_nsq.nsqd.http import NSQDHTTP
@@ -54,88 +51,9 @@ from twisted_nsq.nsqd.tls import server_tls_options
 _log = Logger()
 
 #: Threads that run the disk queues' fsyncs (each queue has at most one sync under way).
+__all__ = ["DISK_THREADS", "DataPathLock", "ListenAddress", "NSQDService", "StartupError", "describe_port"]
+
 DISK_THREADS = 4
-
-
-class StartupError(Exception):
-    """nsqd cannot start: the data path is locked, an option is wrong, or a listener cannot bind."""
-
-
-@attrs.frozen
-class ListenAddress:
-    """
-    A Go listen address: C{host:port}, C{[v6]:port}, C{:port}, or (anything else) a unix socket path.
-    """
-
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    @property
-    def is_unix(self) -> bool:
-        return bool(self.path)
-
-    @classmethod
-    def parse(cls, address: str) -> ListenAddress:
-        """
-        Read C{address} the way nsqd does: whatever Go's C{net.SplitHostPort} accepts is TCP, and
-        everything else is a unix socket path.
-
-        @raise ValueError: a TCP address whose port is not a number in [0, 65535].
-        """
-        host_port = _split_host_port(address)
-        if host_port is None:
-            return cls(path=address)
-        host, port_text = host_port
-        if port_text and not port_text.isdigit():
-            raise ValueError(f"invalid port {port_text!r} in address {address!r}")
-        port = int(port_text or "0")
-        if port > 65535:
-            raise ValueError(f"invalid port {port} in address {address!r}")
-        return cls(host=host, port=port)
-
-    def endpoint_description(self) -> str:
-        """This address as a Twisted server endpoint string for C{serverFromString}."""
-        if self.is_unix:
-            return f"unix:address={_quote(self.path)}"
-        # Go's empty host means every interface; we bind every IPv4 interface.
-        host = self.host or "0.0.0.0"
-        kind = "tcp6" if ":" in host else "tcp"
-        return f"{kind}:port={self.port}:interface={_quote(host)}"
-
-
-def _split_host_port(address: str) -> tuple[str, str] | None:
-    """Go's C{net.SplitHostPort}, returning C{None} where Go returns an error."""
-    if address.startswith("["):
-        end = address.find("]")
-        if end < 0 or address[end + 1 : end + 2] != ":":
-            return None
-        host, port = address[1:end], address[end + 2 :]
-        if "[" in host or "]" in port or "[" in port:
-            return None
-        return host, port
-    host, colon, port = address.rpartition(":")
-    if not colon or ":" in host or "[" in address or "]" in address:
-        return None
-    return host, port
-
-
-def _quote(value: str) -> str:
-    # Endpoint strings split on ':' and '='; a backslash escapes them.
-    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
-
-
-def describe_port(port: IListeningPort) -> tuple[str, int]:
-    """The printable address and the port number (-1 for a unix socket) of a listening port."""
-    address: Any = port.getHost()
-    name = getattr(address, "name", None)
-    if name is not None:
-        return (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)), -1
-    host: str = address.host
-    number: int = address.port
-    if ":" in host:
-        return f"[{host}]:{number}", number
-    return f"{host}:{number}", number
 
 
 class DataPathLock:
@@ -176,29 +94,6 @@ class DataPathLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-
-
-def _listen_now(reactor: IReactorTime, address: ListenAddress, factory: IProtocolFactory) -> IListeningPort:
-    """
-    Listen on C{address}, returning the port or raising.
-
-    TCP and UNIX server endpoints bind inside C{listen()}, so its Deferred has already fired; taking
-    the result here keeps C{startService} synchronous, which is what makes a busy port fail
-    C{twistd}/C{twist} and the console script at once.
-    """
-    outcome: list[object] = []
-    endpoint: IStreamServerEndpoint = serverFromString(  # type: ignore[no-untyped-call]
-        reactor, address.endpoint_description()
-    )
-    endpoint.listen(factory).addBoth(outcome.append)
-    if not outcome:
-        raise StartupError("the endpoint did not listen synchronously")
-    result = outcome[0]
-    if isinstance(result, Failure):
-        raise StartupError(str(result.value))
-    assert IListeningPort.providedBy(result)
-    port: IListeningPort = result
-    return port
 
 
 class NSQDService(MultiService):
@@ -307,9 +202,9 @@ class NSQDService(MultiService):
 
     def _bind(self, name: str, address: ListenAddress, factory: IProtocolFactory) -> IListeningPort:
         try:
-            port = _listen_now(self._reactor, address, factory)
+            port = listen_now(self._reactor, address, factory)
         except StartupError as e:
-            raise StartupError(f"listen ({_display(address)}) failed - {e}") from None
+            raise StartupError(f"listen ({display_address(address)}) failed - {e}") from None
         printable, _ = describe_port(port)
         _log.info("{protocol}: listening on {address}", protocol=name, address=printable)
         return port
@@ -403,11 +298,3 @@ def _auth_client(options: NSQDOptions, reactor: IReactorTime) -> AuthClient | No
         request_timeout=options.http_client_request_timeout,
         method=options.auth_http_request_method,
     )
-
-
-def _display(address: ListenAddress) -> str:
-    if address.is_unix:
-        return address.path
-    if ":" in address.host:
-        return f"[{address.host}]:{address.port}"
-    return f"{address.host}:{address.port}"

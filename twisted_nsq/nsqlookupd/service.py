@@ -15,16 +15,14 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 
-from twisted_nsq._version import VERSION_STRING
-
-# Listen addresses follow the same Go rules in both daemons; nsqd's service owns them.
-from twisted_nsq.nsqd.service import (
+from twisted_nsq._listen import (
     ListenAddress,
     StartupError,
-    _display,
-    _listen_now,
     describe_port,
+    display_address,
+    listen_now,
 )
+from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqlookupd.core import NSQLookupd
 from twisted_nsq.nsqlookupd.http import LookupdHTTP
 from twisted_nsq.nsqlookupd.options import NSQLookupdOptions
@@ -90,9 +88,9 @@ class NSQLookupdService(MultiService):
 
     def _bind(self, name: str, address: ListenAddress, factory: IProtocolFactory) -> IListeningPort:
         try:
-            port = _listen_now(self._reactor, address, factory)
+            port = listen_now(self._reactor, address, factory)
         except StartupError as e:
-            raise StartupError(f"listen ({_display(address)}) failed - {e}") from None
+            raise StartupError(f"listen ({display_address(address)}) failed - {e}") from None
         printable, _ = describe_port(port)
         _log.info("{protocol}: listening on {address}", protocol=name, address=printable)
         return port
