@@ -1,0 +1,1 @@
+"""nsqadmin: the cluster's web console (JSON API, pages, live charts) on Klein."""
