@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 
-def is_admin(request: IRequest, admin_users: Collection[str], acl_http_header: str) -> bool:
+def is_admin(request: Request, admin_users: Collection[str], acl_http_header: str) -> bool:
     """
     Whether C{request} may act: everyone when no C{--admin-user} is configured, otherwise only
     requests whose C{acl_http_header} (C{--acl-http-header}) holds one of C{admin_users}.
