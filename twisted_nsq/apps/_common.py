@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import attrs
 
 from twisted_nsq._cli import (
+    CONFIG_FLAG,
     VERSION_FLAG,
     FlagError,
     FlagSpec,
@@ -49,6 +50,9 @@ PRODUCER_OPT = FlagSpec(
     "option to passthrough to the producer (may be given multiple times, e.g. snappy,true)",
 )
 VERSION = FlagSpec(VERSION_FLAG, Kind.BOOL, False, "print version string")
+#: C{--config FILE}: the same flags from a TOML file (keys are flag names with underscores);
+#: the command line wins over the file. Go's tools lack it; every twisted-nsq program takes it.
+CONFIG = FlagSpec(CONFIG_FLAG, Kind.STRING, "", "path to a TOML config file", in_config=False)
 
 # The options a k,v pair may set, with the type of the value it takes.
 _CONNECTION_FIELDS = {f.name: f for f in attrs.fields(ConnectionOptions)}
@@ -101,6 +105,7 @@ def parse_options(pairs: Iterable[str], flag: str, *, consumer: bool) -> dict[st
 
 
 __all__ = [
+    "CONFIG",
     "CONSUMER_OPT",
     "LOOKUPD_HTTP_ADDRESS",
     "NSQD_TCP_ADDRESS",
