@@ -62,12 +62,13 @@ def _reactor() -> IReactorTime:
 
 
 class DefaultProgramsTests(SynchronousTestCase):
-    def test_nsqlookupd_then_nsqd(self) -> None:
+    def test_nsqlookupd_then_nsqd_then_nsqadmin(self) -> None:
         """
         The cluster runs this virtualenv's nsqlookupd, waits until it listens, then runs nsqd with
-        its data under the data directory, registering with that nsqlookupd.
+        its data under the data directory, registering with that nsqlookupd, and once nsqd serves
+        HTTP, nsqadmin reading the cluster through nsqlookupd's HTTP API.
         """
-        [lookupd, nsqd] = default_programs("/venv/bin", "/data")
+        [lookupd, nsqd, nsqadmin] = default_programs("/venv/bin", "/data")
         self.assertEqual(lookupd.name, "nsqlookupd")
         self.assertEqual(lookupd.executable, "/venv/bin/nsqlookupd")
         self.assertEqual(lookupd.arguments, ())
@@ -76,7 +77,11 @@ class DefaultProgramsTests(SynchronousTestCase):
         self.assertEqual(nsqd.executable, "/venv/bin/nsqd")
         self.assertEqual(nsqd.arguments, ("--data-path=/data/nsqd", "--lookupd-tcp-address=127.0.0.1:4160"))
         self.assertEqual(nsqd.data_dir, "/data/nsqd")
-        self.assertEqual(nsqd.ready_text, b"")
+        self.assertEqual(nsqd.ready_text, b"HTTP: listening on ")
+        self.assertEqual(nsqadmin.name, "nsqadmin")
+        self.assertEqual(nsqadmin.executable, "/venv/bin/nsqadmin")
+        self.assertEqual(nsqadmin.arguments, ("--lookupd-http-address=127.0.0.1:4161",))
+        self.assertEqual((nsqadmin.data_dir, nsqadmin.ready_text), ("", b""))
 
 
 class DevClusterTests(TestCase):

@@ -57,12 +57,15 @@ READY_TIMEOUT = 30.0
 #: Where the development cluster's nsqd finds its nsqlookupd (nsqlookupd's default TCP port).
 LOOKUPD_TCP_ADDRESS = "127.0.0.1:4160"
 
+#: Where the development cluster's nsqadmin reads the cluster (nsqlookupd's default HTTP port).
+LOOKUPD_HTTP_ADDRESS = "127.0.0.1:4161"
+
 
 def default_programs(bin_dir: str, data_dir: str) -> list[Program]:
     """
     The cluster C{make run} starts, all on their default ports: nsqlookupd first, then one nsqd
-    that registers with it and keeps its data under C{data_dir}/nsqd. (nsqadmin joins this list
-    when it exists.)
+    that registers with it and keeps its data under C{data_dir}/nsqd, then nsqadmin reading the
+    cluster through that nsqlookupd (http://127.0.0.1:4171/).
     """
     nsqd_data = os.path.join(data_dir, "nsqd")
     return [
@@ -73,6 +76,12 @@ def default_programs(bin_dir: str, data_dir: str) -> list[Program]:
             os.path.join(bin_dir, "nsqd"),
             (f"--data-path={nsqd_data}", f"--lookupd-tcp-address={LOOKUPD_TCP_ADDRESS}"),
             data_dir=nsqd_data,
+            ready_text=b"HTTP: listening on ",
+        ),
+        Program(
+            "nsqadmin",
+            os.path.join(bin_dir, "nsqadmin"),
+            (f"--lookupd-http-address={LOOKUPD_HTTP_ADDRESS}",),
         ),
     ]
 

@@ -1,0 +1,51 @@
+"""
+The integration-test harness for nsqadmin: L{start_nsqadmin} runs the C{nsqadmin} console script
+(or the command in C{$TWISTED_NSQ_TEST_NSQADMIN}) on a loopback port chosen by the kernel, reads
+the port from its C{HTTP: listening on ...} line, and registers a cleanup with the test that
+stops it (failing the test if it died on its own, logged a traceback or did not stop cleanly).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.integration._daemon import START_TIMEOUT, NSQDProcess, _command
+
+__all__ = ["NSQADMIN_COMMAND_VARIABLE", "nsqadmin_command", "start_nsqadmin"]
+
+#: An environment variable holding another nsqadmin command line (e.g. a Go nsqadmin binary).
+NSQADMIN_COMMAND_VARIABLE = "TWISTED_NSQ_TEST_NSQADMIN"
+
+
+def nsqadmin_command() -> list[str]:
+    """C{$TWISTED_NSQ_TEST_NSQADMIN} if set, otherwise this virtualenv's C{nsqadmin} script."""
+    return _command(NSQADMIN_COMMAND_VARIABLE, "nsqadmin")
+
+
+def start_nsqadmin(
+    test: SynchronousTestCase, *extra_flags: str, timeout: float = START_TIMEOUT, dash: str = "--"
+) -> NSQDProcess:
+    """
+    Start nsqadmin on 127.0.0.1 with a kernel-chosen port and wait until it listens.
+
+    @param extra_flags: its other flags; one of C{--lookupd-http-address} or
+        C{--nsqd-http-address} is required.
+    """
+    flags = [f"{dash}http-address=127.0.0.1:0", *extra_flags]
+    popen = subprocess.Popen(
+        [*nsqadmin_command(), *flags],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    process = NSQDProcess(popen, flags, "nsqadmin")
+    test.addCleanup(process.cleanup)
+    try:
+        process.wait_listening(("HTTP",), timeout)
+    except RuntimeError as e:
+        raise AssertionError(str(e)) from None
+    return process
