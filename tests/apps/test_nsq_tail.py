@@ -63,6 +63,17 @@ class FlagTests(SynchronousTestCase):
         values = _values("--topic=t", "--nsqd-tcp-address=x:1", "--consumer-opt=max_attempts,3")
         self.assertEqual(values["consumer_options"], {"max_attempts": 3})
 
+    def test_config_file(self) -> None:
+        """--config sets flags; the command line wins over the file."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('topics = ["fromfile"]\nchannel = "file"\nmax_in_flight = 7\nprint_topic = true\n')
+        values = _values("--config", path, "--channel=cli", "--nsqd-tcp-address=x:1")
+        self.assertEqual(values["topics"], ["fromfile"])
+        self.assertEqual(
+            (values["channel"], values["max_in_flight"], values["print_topic"]), ("cli", 7, True)
+        )
+
     def test_errors(self) -> None:
         """A topic and exactly one kind of address are required."""
         self.assertRaises(FlagError, _values, "--nsqd-tcp-address=x:1")

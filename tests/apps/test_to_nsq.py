@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -9,7 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_nsq._cli import FlagError, resolve
-from twisted_nsq.apps.to_nsq import TO_NSQ_FLAGS, Publisher, check_values
+from twisted_nsq.apps.to_nsq import TO_NSQ_FLAGS, Publisher, check_values, start_progress
 
 
 def _values(*argv: str) -> dict[str, Any]:
@@ -62,6 +63,81 @@ class FlagTests(SynchronousTestCase):
         self.assertRaises(FlagError, _values, "--topic=t", "--nsqd-tcp-address=a:1", "--producer-opt=x,1")
 
 
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class ConfigTests(SynchronousTestCase):
+    def test_config_file(self) -> None:
+        """--config sets flags; the command line wins over the file."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('topic = "fromfile"\nrate = 9\nnsqd_tcp_addresses = ["a:1"]\ndelimiter = ","\n')
+        values = _values("--config", path, "--rate=3")
+        self.assertEqual((values["topic"], values["rate"], values["delimiter_byte"]), ("fromfile", 3, b","))
+        self.assertEqual(values["nsqd_tcp_addresses"], ["a:1"])
+
+
+class ProgressTests(SynchronousTestCase):
+    def test_terminal(self) -> None:
+        """
+        On a terminal one line is rewritten with \\r a few times a second: records read, records
+        acknowledged by every nsqd and the rate; finishing ends the line.
+        """
+        clock = Clock()
+        stream = _Terminal()
+        first, second = _FakeProducer(), _FakeProducer()
+        publisher = Publisher(clock, [first, second], "t", b"\n", 0)  # type: ignore[list-item]
+        progress = start_progress(clock, stream, publisher)
+        assert progress is not None
+        self.assertEqual(stream.getvalue(), "\rread: 0  published: 0  rate: 0.0/s")
+        publisher.dataReceived(b"a\nb\nc\n")
+        first.ack_all()
+        clock.advance(0.1)
+        # Not yet: at most one update per interval.
+        self.assertEqual(stream.getvalue().count("\r"), 1)
+        clock.advance(0.15)
+        self.assertTrue(stream.getvalue().endswith("\rread: 3  published: 0  rate: 0.0/s"))
+        second.ack_all()
+        clock.advance(0.25)
+        self.assertTrue(stream.getvalue().endswith("\rread: 3  published: 3  rate: 6.0/s"))
+        publisher.connectionLost(None)
+        progress.finish()
+        self.assertTrue(stream.getvalue().endswith("\rread: 3  published: 3  rate: 6.0/s\n"))
+        clock.advance(1.0)
+        self.assertEqual(stream.getvalue().count("\n"), 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_pads_shorter_line(self) -> None:
+        """A line shorter than the one before is padded so that no old characters remain."""
+        clock = Clock()
+        stream = _Terminal()
+        publisher = Publisher(clock, [_FakeProducer()], "t", b"\n", 0)  # type: ignore[list-item]
+        progress = start_progress(clock, stream, publisher)
+        assert progress is not None
+        publisher.read = 1000
+        progress.update()
+        publisher.read = 1
+        progress.update()
+        last = stream.getvalue().rsplit("\r", 1)[1]
+        self.assertEqual(last, "read: 1  published: 0  rate: 0.0/s   ")
+        progress.finish()
+
+    def test_not_terminal(self) -> None:
+        """When stderr is not a terminal nothing is shown and no timer runs."""
+        clock = Clock()
+        stream = io.StringIO()
+        publisher = Publisher(clock, [_FakeProducer()], "t", b"\n", 0)  # type: ignore[list-item]
+        self.assertIsNone(start_progress(clock, stream, publisher))
+        publisher.dataReceived(b"a\n")
+        clock.advance(1.0)
+        self.assertEqual(stream.getvalue(), "")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
 class PublisherTests(SynchronousTestCase):
     def test_every_producer_and_done(self) -> None:
         """Every record goes to every producer; done waits for stdin's end and every ack."""
@@ -77,7 +153,7 @@ class PublisherTests(SynchronousTestCase):
         self.assertNoResult(publisher.done)
         second.ack_all()
         self.successResultOf(publisher.done)
-        self.assertEqual(publisher.published, 3)
+        self.assertEqual((publisher.read, publisher.published, publisher.confirmed), (3, 3, 3))
 
     def test_rate(self) -> None:
         """With --rate N, records go out no faster than N a second."""

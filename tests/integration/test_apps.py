@@ -101,7 +101,7 @@ class AppsTests(SynchronousTestCase):
         self.assertEqual(tail.stdout, b"x\ny\n")
 
     def test_nsq_stat(self) -> None:
-        """nsq_stat prints Go's header and one row per report, then exits after --count."""
+        """nsq_stat prints Go's header, then one row per later poll, and exits after --count rows."""
         nsqd = start_nsqd(self)
         published = _tool(
             "to_nsq", "--topic=st", f"--nsqd-tcp-address={nsqd.tcp_hostport}", stdin=b"a\nb\nc\n"
@@ -123,6 +123,8 @@ class AppsTests(SynchronousTestCase):
         self.assertEqual(stat.returncode, 0, stat.stderr)
         lines = stat.stdout.decode().splitlines()
         self.assertEqual(len(lines), 4)
-        self.assertEqual(lines[1].split(), "total mem disk inflt def | req t-o msgs clients".split())
-        # depth 2 (all in memory), none in flight, 3 messages, no clients.
-        self.assertEqual(lines[2].split(), ["2", "2", "0", "0", "0", "|", "0", "0", "3", "0"])
+        self.assertEqual(
+            lines[1].split(), "ingress egress | total mem disk inflt def | req t-o msgs clients".split()
+        )
+        # No traffic between polls; depth 2 (all in memory), none in flight, 3 messages, no clients.
+        self.assertEqual(lines[2].split(), ["0", "0", "|", "2", "2", "0", "0", "0", "|", "0", "0", "3", "0"])

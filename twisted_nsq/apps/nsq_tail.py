@@ -12,14 +12,16 @@ from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred, DeferredList
 
-from twisted_nsq._cli import FlagError, FlagSpec, Kind, parse_or_exit
+from twisted_nsq._cli import FlagError, FlagSpec, Kind
 from twisted_nsq.apps._common import (
+    CONFIG,
     CONSUMER_OPT,
     LOOKUPD_HTTP_ADDRESS,
     NSQD_TCP_ADDRESS,
     VERSION,
     parse_options,
 )
+from twisted_nsq.apps._console import parse_checked
 from twisted_nsq.client import Consumer, Message
 
 PROGRAM = "nsq_tail"
@@ -37,6 +39,7 @@ TAIL_FLAGS: tuple[FlagSpec, ...] = (
     LOOKUPD_HTTP_ADDRESS,
     CONSUMER_OPT,
     VERSION,
+    CONFIG,
 )
 
 
@@ -155,12 +158,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.internet.task import react
 
     arguments = sys.argv[1:] if argv is None else list(argv)
-    values = parse_or_exit(PROGRAM, TAIL_FLAGS, arguments, stdout=sys.stdout, stderr=sys.stderr)
-    try:
-        checked = check_values(values, random.Random())
-    except FlagError as e:
-        sys.stderr.write(f"{PROGRAM}: {e}\n")
-        raise SystemExit(1) from None
+    rng = random.Random()
+    checked = parse_checked(
+        PROGRAM,
+        TAIL_FLAGS,
+        arguments,
+        lambda values: check_values(values, rng),
+        stdout=sys.stdout,
+        stderr=sys.stderr,
+    )
     react(run, (checked, sys.stdout.buffer))
 
 

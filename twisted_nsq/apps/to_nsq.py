@@ -9,15 +9,17 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from twisted_nsq._cli import FlagError, FlagSpec, Kind, parse_or_exit
-from twisted_nsq.apps._common import NSQD_TCP_ADDRESS, PRODUCER_OPT, VERSION, parse_options
+from twisted_nsq._cli import FlagError, FlagSpec, Kind
+from twisted_nsq.apps._common import CONFIG, NSQD_TCP_ADDRESS, PRODUCER_OPT, VERSION, parse_options
+from twisted_nsq.apps._console import parse_checked
 from twisted_nsq.client import Producer
 
 PROGRAM = "to_nsq"
@@ -29,6 +31,7 @@ TO_NSQ_FLAGS: tuple[FlagSpec, ...] = (
     NSQD_TCP_ADDRESS,
     PRODUCER_OPT,
     VERSION,
+    CONFIG,
 )
 
 # Records read but not yet published beyond which stdin is paused.
@@ -78,7 +81,12 @@ class Publisher(Protocol):
         self._ended = False
         self._paused = False
         self._error: Failure | None = None
+        #: Records read from the input so far.
+        self.read = 0
+        #: Records handed to the producers so far.
         self.published = 0
+        # Publishes acknowledged so far, per producer (each answers in order).
+        self._acks = [0] * len(self._producers)
         self.done: Deferred[None] = Deferred()
 
     def dataReceived(self, data: bytes) -> None:
@@ -90,6 +98,7 @@ class Publisher(Protocol):
                 break
             if end > start:
                 self._queue.append(bytes(self._buffer[start:end]))
+                self.read += 1
             start = end + 1
         del self._buffer[:start]
         if len(self._queue) > _HIGH_WATER and self.transport is not None and not self._paused:
@@ -101,6 +110,7 @@ class Publisher(Protocol):
         if self._buffer:
             # The last record needs no delimiter after it.
             self._queue.append(bytes(self._buffer))
+            self.read += 1
             del self._buffer[:]
         self._ended = True
         self._pump()
@@ -127,18 +137,25 @@ class Publisher(Protocol):
         self._pump()
 
     def _publish(self, body: bytes) -> None:
-        for producer in self._producers:
+        for index, producer in enumerate(self._producers):
             d = producer.publish(self._topic, body)
             self._pending.add(d)
-            d.addBoth(self._answered, d)
+            d.addBoth(self._answered, d, index)
         self.published += 1
 
-    def _answered(self, result: object, d: Deferred[None]) -> None:
+    def _answered(self, result: object, d: Deferred[None], index: int) -> None:
         self._pending.discard(d)
-        if isinstance(result, Failure) and self._error is None:
+        if not isinstance(result, Failure):
+            self._acks[index] += 1
+        elif self._error is None:
             self._error = result
             self._queue.clear()
         self._check_done()
+
+    @property
+    def confirmed(self) -> int:
+        """Records acknowledged by every nsqd so far."""
+        return min(self._acks, default=0)
 
     def _check_done(self) -> None:
         if self.done.called or self._pending:
@@ -149,8 +166,66 @@ class Publisher(Protocol):
             self.done.callback(None)
 
 
-def run(reactor: Any, values: dict[str, Any]) -> Deferred[None]:
-    """Publish stdin until it ends, then stop the producers."""
+#: How often the progress line is rewritten, in seconds.
+PROGRESS_INTERVAL = 0.25
+
+
+class Progress:
+    """
+    One status line on a terminal, rewritten in place (C{\\r}) every L{PROGRESS_INTERVAL}:
+    records read, records published (acknowledged by every nsqd) and the publish rate since the
+    start. L{finish} writes it a last time and ends the line.
+    """
+
+    def __init__(self, clock: IReactorTime, stream: TextIO, publisher: Publisher) -> None:
+        self._clock = clock
+        self._stream = stream
+        self._publisher = publisher
+        self._started = clock.seconds()
+        self._width = 0
+        self._loop = LoopingCall(self.update)
+        self._loop.clock = clock
+
+    def start(self) -> None:
+        """Show the line now and keep it current."""
+        self._loop.start(PROGRESS_INTERVAL, now=True)
+
+    def line(self) -> str:
+        """The text of the line now."""
+        publisher = self._publisher
+        published = publisher.confirmed
+        elapsed = self._clock.seconds() - self._started
+        rate = published / elapsed if elapsed > 0 else 0.0
+        return f"read: {publisher.read}  published: {published}  rate: {rate:.1f}/s"
+
+    def update(self) -> None:
+        """Rewrite the line, blanking what a longer previous one left behind."""
+        text = self.line()
+        self._stream.write("\r" + text.ljust(self._width))
+        self._stream.flush()
+        self._width = len(text)
+
+    def finish(self) -> None:
+        """Stop updating; write the final line and a newline."""
+        if self._loop.running:
+            self._loop.stop()
+        self.update()
+        self._stream.write("\n")
+        self._stream.flush()
+
+
+def start_progress(clock: IReactorTime, stream: TextIO, publisher: Publisher) -> Progress | None:
+    """A started L{Progress} on C{stream} if it is a terminal, else C{None} (nothing is written)."""
+    isatty = getattr(stream, "isatty", None)
+    if isatty is None or not isatty():
+        return None
+    progress = Progress(clock, stream, publisher)
+    progress.start()
+    return progress
+
+
+def run(reactor: Any, values: dict[str, Any], stderr: TextIO) -> Deferred[None]:
+    """Publish stdin until it ends (showing progress on C{stderr} if a terminal), then stop the producers."""
     from twisted.internet.stdio import StandardIO
 
     producers = [
@@ -158,9 +233,12 @@ def run(reactor: Any, values: dict[str, Any]) -> Deferred[None]:
         for address in values["nsqd_tcp_addresses"]
     ]
     publisher = Publisher(reactor, producers, values["topic"], values["delimiter_byte"], values["rate"])
+    progress = start_progress(reactor, stderr, publisher)
     StandardIO(publisher, reactor=reactor)  # type: ignore[no-untyped-call]
 
     def stop(result: object) -> Deferred[Any]:
+        if progress is not None:
+            progress.finish()
         stopped = gatherResults([producer.stop() for producer in producers], consumeErrors=True)
         return stopped.addBoth(lambda _: result)
 
@@ -172,13 +250,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.internet.task import react
 
     arguments = sys.argv[1:] if argv is None else list(argv)
-    values = parse_or_exit(PROGRAM, TO_NSQ_FLAGS, arguments, stdout=sys.stdout, stderr=sys.stderr)
-    try:
-        checked = check_values(values)
-    except FlagError as e:
-        sys.stderr.write(f"{PROGRAM}: {e}\n")
-        raise SystemExit(1) from None
-    react(run, (checked,))
+    checked = parse_checked(
+        PROGRAM, TO_NSQ_FLAGS, arguments, check_values, stdout=sys.stdout, stderr=sys.stderr
+    )
+    react(run, (checked, sys.stderr))
 
 
 if __name__ == "__main__":
