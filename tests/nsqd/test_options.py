@@ -73,6 +73,7 @@ GO_DEFAULTS: dict[str, object] = {
     "keep_deferred": False,
     "deferred_memory_limit": 0,
     "http_debug": False,
+    "ordered_channel": [],
 }
 
 

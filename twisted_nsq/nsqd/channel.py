@@ -5,10 +5,17 @@ The Go nsqd races one message pump per client over a shared Go channel. Here one
 pass runs whenever readiness changes (publish, RDY, FIN, REQ, timeout, unpause, subscribe) and
 fills the ready clients' RDY windows. In-flight deadlines and deferred due times are kept in two
 heaps with lazy deletion and one timer for the whole channel.
+
+An *ordered* channel (beyond NSQ, docs/extensions/ordered.md) delivers in the order messages
+entered it, one message in flight at a time: its memory queue and disk queue form one FIFO, and
+a message put back by REQ, a timeout or a disconnect becomes the *head*, delivered again before
+anything else. The ordered rules cost a flag check per dispatch pass (and per message only on
+paths that already write to disk or take a message back).
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import random
@@ -21,6 +28,7 @@ from zope.interface import Attribute, Interface
 
 from twisted_nsq.nsqd.backend import IBackendQueue
 from twisted_nsq.nsqd.message import Message
+from twisted_nsq.nsqd.ordered import head_path, load_head, save_head
 from twisted_nsq.nsqd.sidecar import load_deferrals, save_deferrals, sidecar_path
 from twisted_nsq.nsqd.spill import DeferredSpill
 from twisted_nsq.wire.names import is_ephemeral
@@ -67,7 +75,9 @@ class IChannelConsumer(Interface):
 class Channel:
     """One channel of a topic. See the module docstring."""
 
-    def __init__(self, nsqd: NSQD, topic_name: str, name: str, backend: IBackendQueue) -> None:
+    def __init__(
+        self, nsqd: NSQD, topic_name: str, name: str, backend: IBackendQueue, ordered: bool = False
+    ) -> None:
         self.nsqd = nsqd
         self.topic_name = topic_name
         self.name = name
@@ -115,6 +125,26 @@ class Channel:
         self._random: random.Random = nsqd.random
         self.dirty = False
         self.on_finish: list[Callable[[Message], None]] = []
+        #: Whether this channel is ordered (set with L{set_ordered}).
+        self.ordered = False
+        # Ordered with a real disk queue: memory and disk are one FIFO (memory is only used
+        # while the disk queue is empty; an overflow moves memory to disk first).
+        self._fifo = False
+        # Messages taken back from consumers that go out before the queue, in ID order (one in
+        # the steady state), and the clock time before which the first may not go (REQ delay).
+        self._head: list[Message] = []
+        self._head_wait = 0.0
+        # Copies in the disk queue to drop when read: their head-file twins went out first.
+        self._skip: dict[bytes, int] = {}
+        self._head_file = ""
+        if not self.ephemeral and backend.unbounded:
+            self._head_file = head_path(nsqd.data_path(), f"{topic_name}:{name}")
+            self._load_head()
+        if ordered:
+            self.set_ordered(True)
+        elif self._head:
+            # No (longer) ordered: what the head file held joins the front of the queue.
+            self._release_head()
 
     def __repr__(self) -> str:
         return f"<Channel {self.topic_name}:{self.name}>"
@@ -127,7 +157,8 @@ class Channel:
     # -- sizes ---------------------------------------------------------------------------
 
     def depth(self) -> int:
-        return len(self._memory) + self._backend.depth()
+        head = len(self._head) - 1 if self._head_wait else len(self._head)
+        return len(self._memory) + self._backend.depth() + head
 
     def backend_depth(self) -> int:
         return self._backend.depth()
@@ -169,7 +200,12 @@ class Channel:
         forced (drained) batches may mix and take the per-message path.
         """
         memory = self._memory
-        if not force and not messages[0].deferred and len(memory) + len(messages) <= self._memory_limit:
+        if (
+            not force
+            and not messages[0].deferred
+            and len(memory) + len(messages) <= self._memory_limit
+            and not (self._fifo and self._backend.depth())
+        ):
             self.message_count += len(messages)
             memory.extend(messages)
             if not self.dirty:
@@ -182,6 +218,9 @@ class Channel:
         return sum(max(0, c.ready_count - c.in_flight_count) for c in self._consumers if c.writable)
 
     def _enqueue(self, message: Message) -> None:
+        if self._fifo:
+            self._ordered_tail(message)
+            return
         if len(self._memory) < self._memory_limit or (
             self._unbuffered and not self.paused and len(self._memory) < self._ready_capacity()
         ):
@@ -193,6 +232,9 @@ class Channel:
 
     def _requeue(self, message: Message) -> None:
         """Put back a message that was already accepted: it may exceed the memory bound."""
+        if self._fifo:
+            self._ordered_tail(message)
+            return
         if len(self._memory) < self._memory_limit or not self._backend.unbounded:
             self._memory.append(message)
         else:
@@ -204,6 +246,33 @@ class Channel:
                 message.ref = None
         if not self.dirty:
             self.nsqd.mark_dirty(self)
+
+    def _ordered_tail(self, message: Message) -> None:
+        """Join the FIFO of an ordered channel: memory only while nothing is on disk."""
+        memory = self._memory
+        if len(memory) < self._memory_limit and not self._backend.depth():
+            memory.append(message)
+        else:
+            if memory:
+                self._spill_memory()
+            self._write_back(message)
+        if not self.dirty:
+            self.nsqd.mark_dirty(self)
+
+    def _spill_memory(self) -> None:
+        """Move the memory queue to the tail of the disk queue, oldest first."""
+        memory = self._memory
+        while memory:
+            self._write_back(memory[0])
+            memory.popleft()
+
+    def _write_back(self, message: Message) -> None:
+        """Append to the disk queue; a durable backend may then forget an earlier copy."""
+        old_ref = message.ref
+        self._backend.put(message)
+        if old_ref is not None:
+            self._backend.done(message)
+            message.ref = None
 
     def _defer(self, message: Message, delay: float) -> None:
         self._hold(message, self._clock.seconds() + delay)
@@ -224,21 +293,42 @@ class Channel:
             self._schedule(due)
 
     def deferred_count(self) -> int:
-        """Deferred messages, in memory and spilled (``deferred_count`` in /stats)."""
-        return len(self.deferred) + (len(self._spill) if self._spill is not None else 0)
+        """
+        Deferred messages, in memory and spilled (``deferred_count`` in /stats), and an ordered
+        channel's head while it waits out a REQ delay.
+        """
+        spilled = len(self._spill) if self._spill is not None else 0
+        return len(self.deferred) + spilled + (1 if self._head_wait else 0)
 
     def _pop(self) -> Message | None:
         if self._memory:
             return self._memory.popleft()
         message = self._backend.read()
-        if self._deferred_due:
-            while message is not None:
-                due = self._deferred_due.pop(message.id, None)
-                if due is None or due <= self._clock.seconds():
-                    break
-                self._park(message, due)
-                message = self._backend.read()
+        if (self._deferred_due or self._skip) and message is not None:
+            return self._filter_read(message)
         return message
+
+    def _filter_read(self, message: Message | None) -> Message | None:
+        """Drop head-file twins and park messages not yet due, until one can go out."""
+        skip = self._skip
+        due_times = self._deferred_due
+        while message is not None:
+            left = skip.get(message.id)
+            if left is not None:
+                if left > 1:
+                    skip[message.id] = left - 1
+                else:
+                    del skip[message.id]
+                if message.ref is not None:
+                    self._backend.done(message)
+                message = self._backend.read()
+                continue
+            due = due_times.pop(message.id, None) if due_times else None
+            if due is None or due <= self._clock.seconds():
+                return message
+            self._park(message, due)
+            message = self._backend.read()
+        return None
 
     def _park(self, message: Message, due: float) -> None:
         """A message read back before it is due waits (keeping its ref, if any)."""
@@ -257,11 +347,18 @@ class Channel:
         self._consumers.append(client)
 
     def remove_client(self, client_id: int) -> None:
-        """Unsubscribe; its in-flight messages stay until they time out (as NSQ does)."""
+        """
+        Unsubscribe; its in-flight messages stay until they time out (as NSQ does), except in
+        an ordered channel, where they go back to the head at once.
+        """
         client = self.clients.pop(client_id, None)
         if client is None:
             return
         self._consumers.remove(client)
+        if self.ordered:
+            for message in [m for m in self.in_flight.values() if m.client_id == client_id]:
+                del self.in_flight[message.id]
+                self._to_head(message)
         if not self.clients and self.ephemeral and not self.deleted:
             self.nsqd.delete_ephemeral_channel(self)
 
@@ -271,6 +368,9 @@ class Channel:
         """Fill ready clients' RDY windows from the queue, round-robin, one write per client."""
         self.dirty = False
         if self.paused or not self._consumers:
+            return
+        if self.ordered:
+            self._dispatch_ordered()
             return
         consumers = self._consumers
         count = len(consumers)
@@ -331,6 +431,114 @@ class Channel:
                 client.message_count += len(batch)
                 client.deliver(batch)
 
+    def _dispatch_ordered(self) -> None:
+        """One message in flight for the whole channel: the head, else the next of the FIFO."""
+        if self.in_flight:
+            return
+        now = self._clock.seconds()
+        if self._head_wait:
+            if now < self._head_wait:
+                return
+            self._head_wait = 0.0
+        consumers = self._consumers
+        count = len(consumers)
+        start = self._rotation % count
+        client: IChannelConsumer | None = None
+        for offset in range(count):
+            candidate = consumers[(start + offset) % count]
+            if candidate.writable and candidate.ready_count > candidate.in_flight_count:
+                client = candidate
+                self._rotation = start + offset + 1
+                break
+        if client is None:
+            return
+        head = self._head
+        rate = client.sample_rate
+        while True:
+            message = head.pop(0) if head else self._pop()
+            if message is None:
+                return
+            if rate and self._random.randrange(100) > rate:
+                # NSQ drops a sampled-out message for the whole channel.
+                continue
+            break
+        deadline = now + client.msg_timeout
+        message.attempts += 1
+        message.client_id = client.client_id
+        message.delivery_ts = now
+        message.deadline = deadline
+        in_flight = self.in_flight
+        in_flight[message.id] = message
+        heapq.heappush(self._in_flight_heap, (deadline, next(self._sequence), [message]))
+        self._heap_refs += 1
+        if self._heap_refs > 2 * len(in_flight) + HEAP_SLACK:
+            self._compact_heap()
+        if deadline < self._timer_at:
+            self._schedule(deadline)
+        client.in_flight_count += 1
+        client.message_count += 1
+        client.deliver([message])
+
+    def _to_head(self, message: Message, delay: float = 0.0) -> None:
+        """Back to the head of an ordered channel; with a delay, nothing goes out until then."""
+        bisect.insort(self._head, message, key=_message_id)
+        if delay > 0:
+            wait = self._clock.seconds() + delay
+            if wait > self._head_wait:
+                self._head_wait = wait
+            if wait < self._timer_at:
+                self._schedule(wait)
+        if not self.dirty:
+            self.nsqd.mark_dirty(self)
+
+    # -- ordered mode ----------------------------------------------------------------------------
+
+    def set_ordered(self, ordered: bool) -> None:
+        """
+        Turn ordered delivery on or off. Messages in flight when it is turned on finish as they
+        are; nothing more goes out until none is left. When it is turned off, the head joins the
+        front of the memory queue (a head waiting out a REQ delay is deferred for what is left).
+        """
+        if ordered == self.ordered:
+            return
+        self.ordered = ordered
+        if ordered:
+            self._fifo = not self.ephemeral and self._backend.unbounded
+            if self._fifo and self._memory and self._backend.depth():
+                self._spill_memory()
+        else:
+            self._fifo = False
+            self._release_head()
+        self.nsqd.mark_dirty(self)
+
+    def _release_head(self) -> None:
+        """The head joins the front of the memory queue (a waiting one is deferred instead)."""
+        head, self._head = self._head, []
+        wait, self._head_wait = self._head_wait, 0.0
+        now = self._clock.seconds()
+        if head and wait > now:
+            self._defer(head.pop(0), wait - now)
+        self._memory.extendleft(reversed(head))
+
+    def _load_head(self) -> None:
+        """Take over the head file of the last clean stop (deleted now: it is in memory)."""
+        state = load_head(self._head_file)
+        if not (state.messages or state.skips):
+            return
+        save_head(self._head_file, (), ())
+        skip = self._skip
+        for message_id in state.skips:
+            skip[message_id] = skip.get(message_id, 0) + 1
+        for message, _ in state.messages:
+            skip[message.id] = skip.get(message.id, 0) + 1
+        self._head = sorted((message for message, _ in state.messages), key=_message_id)
+        waits = [wait for _, wait in state.messages if wait]
+        if waits:
+            wait = max(waits) / 1e9
+            if wait > self._clock.seconds():
+                self._head_wait = wait
+                self._schedule(wait)
+
     # -- consumer commands ---------------------------------------------------------------------
 
     def _owned(self, client_id: int, message_id: bytes) -> Message:
@@ -356,7 +564,9 @@ class Channel:
         message = self._owned(client_id, message_id)
         del self.in_flight[message_id]
         self.requeue_count += 1
-        if delay > 0:
+        if self.ordered:
+            self._to_head(message, delay)
+        elif delay > 0:
             self._defer(message, delay)
         else:
             self._requeue(message)
@@ -423,7 +633,10 @@ class Channel:
                     owner = self.clients.get(message.client_id)
                     if owner is not None:
                         owner.message_timed_out()
-                    self._requeue(message)
+                    if self.ordered:
+                        self._to_head(message)
+                    else:
+                        self._requeue(message)
         deferred_heap = self._deferred_heap
         deferred = self.deferred
         while deferred_heap and deferred_heap[0][0] <= now:
@@ -442,10 +655,16 @@ class Channel:
                     deferred[message.id] = message
                     heapq.heappush(deferred_heap, (due, next(self._sequence), message))
             spill_time = spill.next_time()
+        head_wait = self._head_wait
+        if head_wait and head_wait <= now:
+            self._head_wait = head_wait = 0.0
+            if not self.dirty:
+                self.nsqd.mark_dirty(self)
         upcoming = min(
             heap[0][0] if heap else _NEVER,
             deferred_heap[0][0] if deferred_heap else _NEVER,
             spill_time if spill_time is not None else _NEVER,
+            head_wait or _NEVER,
         )
         if upcoming < self._timer_at:
             self._schedule(upcoming)
@@ -471,6 +690,9 @@ class Channel:
         self._in_flight_heap.clear()
         self._heap_refs = 0
         self._deferred_heap.clear()
+        self._head.clear()
+        self._head_wait = 0.0
+        self._skip.clear()
         for client in list(self._consumers):
             client.channel_emptied()
 
@@ -488,6 +710,8 @@ class Channel:
         self.stop_timer()
         if self._sidecar:
             save_deferrals(self._sidecar, {})
+        if self._head_file:
+            save_head(self._head_file, (), ())
 
     def stop_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -499,6 +723,11 @@ class Channel:
         """
         Clean shutdown: in-flight, then deferred messages rejoin the queue (deferral timing is
         lost, attempts are kept, as in NSQ) and everything goes to the backend.
+
+        An ordered channel's head (its in-flight and taken-back messages) is written to the
+        queue where Go writes in-flight messages, and also to the head file, so that it goes
+        out first after the restart; when the disk queue is empty and no REQ delay is pending,
+        the head simply goes into the queue first and no head file is needed.
         """
         self.stop_timer()
         in_flight = sorted(self.in_flight.values(), key=lambda m: m.delivery_ts)
@@ -508,6 +737,11 @@ class Channel:
                 self.deferred[message.id] = message
             self._spill.close()
         deferred = sorted(self.deferred.values(), key=lambda m: m.deadline)
+        head, self._head = self._head, []
+        head_wait, self._head_wait = self._head_wait, 0.0
+        if self.ordered:
+            head = sorted(head + in_flight, key=_message_id)
+            in_flight = []
         self.in_flight.clear()
         self.deferred.clear()
         self._in_flight_heap.clear()
@@ -519,18 +753,46 @@ class Channel:
             return
         backend = self._backend
         if not backend.unbounded:
+            self._memory.extendleft(reversed(head))
             self._memory.extend(in_flight + deferred)
             backend.close()
             return
+        on_disk = backend.depth() > 0
+        if head_wait <= self._clock.seconds():
+            head_wait = 0.0
+        head_file: list[Message] = []
+        first: list[Message] = []
+        if head and (on_disk or head_wait):
+            head_file = head
+        else:
+            # Nothing newer on disk: the head simply goes into the queue first.
+            first = head
+        for message in first:
+            self._write_back(message)
         while self._memory:
             backend.put(self._memory.popleft())
-        for message in in_flight + deferred:
+        for message in in_flight + head_file + deferred:
             backend.put(message)
             if message.ref is not None:
                 backend.done(message)
+        if self._head_file:
+            # Twins of earlier head records still ahead in the queue stay to be skipped.
+            skips = [i for i, n in self._skip.items() for _ in range(n)] if on_disk else []
+            self._skip.clear()
+            wait_ns = int(head_wait * 1e9)
+            save_head(
+                self._head_file,
+                [(message, wait_ns if index == 0 else 0) for index, message in enumerate(head_file)],
+                skips,
+            )
         if self._sidecar:
             due_times = self._deferred_due
             for message in deferred:
                 due_times[message.id] = message.deadline
             save_deferrals(self._sidecar, {i: int(t * 1e9) for i, t in due_times.items()})
         backend.close()
+
+
+def _message_id(message: Message) -> bytes:
+    """Head order: message IDs grow with publish order on one nsqd."""
+    return message.id

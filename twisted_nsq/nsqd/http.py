@@ -479,8 +479,18 @@ class NSQDHTTP:
         self.nsqd.run_dispatch()
 
     def channel_create(self, request: Request) -> None:
+        """
+        POST /channel/create?topic=&channel=: beyond NSQ, C{ordered=true|false} creates the
+        channel in that mode or switches an existing one (docs/extensions/ordered.md).
+        """
         topic, name = self._topic_and_channel_name(request)
-        topic.get_channel(name)
+        ordered: bool | None = None
+        value = Query.of(request).get("ordered")
+        if value is not None:
+            if value not in BOOL_PARAMS:
+                raise APIError(400, "INVALID_ARG_ORDERED")
+            ordered = BOOL_PARAMS[value]
+        topic.get_channel(name, ordered=ordered)
         self.nsqd.run_dispatch()
 
     def channel_delete(self, request: Request) -> None:

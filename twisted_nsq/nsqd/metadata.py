@@ -4,7 +4,9 @@
 The file is Go nsqd 1.3.0's, byte for byte: compact JSON with Go's key order
 (``{"topics":[{"name":..,"paused":..,"channels":[..] or null}],"version":"1.3.0"}``), written
 atomically (a ``nsqd.dat.<random>.tmp`` file, fsync, rename, fsync of the directory) with mode
-0600. Ephemeral topics and channels are never recorded. Reading it follows Go's
+0600. Ephemeral topics and channels are never recorded. Beyond Go: an ordered channel's object
+carries C{"ordered":true} (after C{paused}; absent when off), which Go nsqd ignores as an unknown
+key (docs/extensions/ordered.md). Reading it follows Go's
 ``encoding/json`` where a hand-edited file could tell the difference: unknown keys are ignored,
 keys match case-insensitively, ``null`` leaves a field at its zero value, a value of the wrong
 type is an error.
@@ -48,6 +50,8 @@ class ChannelMetadata:
 
     name: str
     paused: bool = False
+    #: twisted-nsq only: an ordered channel.
+    ordered: bool = False
 
 
 @attrs.frozen
@@ -82,7 +86,7 @@ def snapshot(nsqd: NSQD) -> Metadata:
                 name=topic.name,
                 paused=topic.paused,
                 channels=tuple(
-                    ChannelMetadata(name=channel.name, paused=channel.paused)
+                    ChannelMetadata(name=channel.name, paused=channel.paused, ordered=channel.ordered)
                     for channel in topic.channels.values()
                     if not channel.ephemeral
                 ),
@@ -103,7 +107,7 @@ def encode_metadata(metadata: Metadata) -> bytes:
             {
                 "name": topic.name,
                 "paused": topic.paused,
-                "channels": [{"name": c.name, "paused": c.paused} for c in topic.channels] or None,
+                "channels": [_channel_document(c) for c in topic.channels] or None,
             }
             for topic in metadata.topics
         ]
@@ -111,6 +115,13 @@ def encode_metadata(metadata: Metadata) -> bytes:
         "version": metadata.version,
     }
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def _channel_document(channel: ChannelMetadata) -> dict[str, Any]:
+    document: dict[str, Any] = {"name": channel.name, "paused": channel.paused}
+    if channel.ordered:
+        document["ordered"] = True
+    return document
 
 
 def write_file_atomically(path: str, data: bytes) -> None:
@@ -215,6 +226,12 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
+def _ordered(channel: dict[str, Any]) -> bool:
+    """Our C{ordered} key; Go never reads it, so a value of another type is ignored, not fatal."""
+    value = _field(channel, "ordered")
+    return value if isinstance(value, bool) else False
+
+
 def decode_metadata(data: bytes) -> Metadata:
     """
     Parse ``nsqd.dat``; topics and channels with invalid names are skipped with a warning.
@@ -235,6 +252,7 @@ def decode_metadata(data: bytes) -> Metadata:
             ChannelMetadata(
                 _string(_field(channel, "name"), "Go struct field ChannelMetadata.topics.channels.name"),
                 _bool(_field(channel, "paused"), "Go struct field ChannelMetadata.topics.channels.paused"),
+                _ordered(channel),
             )
             for channel in (
                 _object(raw, where, "nsqd.ChannelMetadata")

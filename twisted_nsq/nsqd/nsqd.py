@@ -20,6 +20,7 @@ from zope.interface import Interface
 
 from twisted_nsq.nsqd.backend import BackendError, DiscardingBackend, IBackendQueue, RefusingBackend
 from twisted_nsq.nsqd.channel import Channel
+from twisted_nsq.nsqd.ordered import OrderedPatterns
 from twisted_nsq.nsqd.topic import Topic
 from twisted_nsq.wire.ids import IDGenerator
 from twisted_nsq.wire.names import is_ephemeral
@@ -84,6 +85,7 @@ class NSQD:
         self._dirty: list[Channel] = []
         self._dispatch_call: IDelayedCall | None = None
         self.durable = bool(getattr(options, "durable", False))
+        self.ordered_patterns = OrderedPatterns(getattr(options, "ordered_channel", ()))
         self._unsynced: set[IBackendQueue] = set()
         self._commit_waiters: list[Deferred[None]] = []
         self._commit_call: IDelayedCall | None = None
@@ -265,7 +267,8 @@ class NSQD:
             paused[entry.name] = paused.get(entry.name, False) or entry.paused
             topic.pause()
             for channel_entry in entry.channels:
-                channel = topic.get_channel(channel_entry.name)
+                # The recorded mode, not --ordered-channel: an operator may have turned it off.
+                channel = topic.get_channel(channel_entry.name, ordered=channel_entry.ordered)
                 if channel_entry.paused:
                     channel.pause()
         for name, topic_paused in paused.items():

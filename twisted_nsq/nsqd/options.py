@@ -15,6 +15,7 @@ import attrs
 
 from twisted_nsq._cli import CONFIG_FLAG, VERSION_FLAG, FlagSpec, Kind, resolve
 from twisted_nsq._log import LOG_LEVELS
+from twisted_nsq.nsqd.ordered import check_patterns
 from twisted_nsq.wire.ids import MAX_NODE_ID, default_node_id
 
 #: C{--tls-min-version} words and the TLS protocol numbers nsqd reports for them (C{/info}).
@@ -119,6 +120,9 @@ class NSQDOptions:
     #: C{/debug/freememory}); off by default, where they answer 404 (see
     #: docs/extensions/http-hardening.md).
     http_debug: bool = False
+    #: twisted-nsq only: regular expressions; a channel created (by SUB or HTTP without
+    #: C{ordered=}) whose whole name matches one is ordered (see docs/extensions/ordered.md).
+    ordered_channel: list[str] = attrs.field(factory=list)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -186,6 +190,7 @@ class NSQDOptions:
                     f"(known: {', '.join(EXPERIMENTS)})"
                 )
         self._validate_tls()
+        check_patterns(self.ordered_channel)
         for name in _DURATION_FIELDS:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
@@ -401,6 +406,12 @@ def _flags() -> tuple[FlagSpec, ...]:
             "durable",
             BOOL,
             "(twisted-nsq) OK a publish only after it is fsynced; keep messages on disk until FINed",
+        ),
+        flag(
+            "ordered-channel",
+            Kind.STRING_LIST,
+            "(twisted-nsq) regex: new channels whose whole name matches deliver in publish order, "
+            "one message in flight (may be given multiple times)",
         ),
     )
 

@@ -301,7 +301,7 @@ def _channel_stats(
     clients: list[dict[str, Any]] | None = None
     if include_clients:
         clients = [_client_stats(c, topic_filter) for c in channel.clients.values()]
-    return {
+    stats: dict[str, Any] = {
         "channel_name": channel.name,
         "depth": channel.depth(),
         "backend_depth": channel.backend_depth(),
@@ -315,6 +315,10 @@ def _channel_stats(
         "paused": channel.paused,
         "e2e_processing_latency": latency.channel_result(channel) if latency else _disabled(),
     }
+    if channel.ordered:
+        # Beyond NSQ (docs/extensions/ordered.md): only when on, so ordinary channels keep Go's shape.
+        stats["ordered"] = True
+    return stats
 
 
 def _topic_stats(
@@ -457,8 +461,10 @@ def stats_text(
         )
         for c in t["channels"]:
             prefix = "   *P " if c["paused"] else "      "
+            mode = "ordered " if c.get("ordered") else ""
             out.append(
-                f"{prefix}[{c['channel_name']:<25}] depth: {c['depth']:<5} be-depth: {c['backend_depth']:<5} "
+                f"{prefix}[{c['channel_name']:<25}] {mode}depth: {c['depth']:<5} "
+                f"be-depth: {c['backend_depth']:<5} "
                 f"inflt: {c['in_flight_count']:<4} def: {c['deferred_count']:<4} "
                 f"re-q: {c['requeue_count']:<5} timeout: {c['timeout_count']:<5} "
                 f"msgs: {c['message_count']:<8} e2e%: {_latency_text(c['e2e_processing_latency'])}\n"

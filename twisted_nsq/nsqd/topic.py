@@ -50,6 +50,11 @@ class Topic:
         self._memory: deque[Message] = deque()
         self._memory_limit = nsqd.memory_limit(self.ephemeral)
         self._backend = backend
+        # Memory and disk are one FIFO: while anything is on disk, new messages go to disk too,
+        # and the overflow moves what memory holds to disk first (so memory is never newer than
+        # disk, and a clean stop appending memory to the disk queue keeps the order). Ephemeral
+        # and memory-only topics keep everything in memory (their overflow is dropped/refused).
+        self._fifo = not self.ephemeral and backend.unbounded
         self._pump_call: IDelayedCall | None = None
         self._holds = 0
 
@@ -118,10 +123,16 @@ class Topic:
         self.message_bytes += sum(map(len, bodies))
 
     def _store(self, message: Message) -> None:
-        if len(self._memory) < self._memory_limit:
-            self._memory.append(message)
-        else:
-            self._backend.put(message)
+        memory = self._memory
+        if len(memory) < self._memory_limit and not (self._fifo and self._backend.depth()):
+            memory.append(message)
+            return
+        if self._fifo and memory:
+            put = self._backend.put
+            while memory:
+                put(memory[0])
+                memory.popleft()
+        self._backend.put(message)
 
     def _fan_out(self, messages: list[Message], force: bool = False) -> None:
         channels = list(self.channels.values())
@@ -205,16 +216,31 @@ class Topic:
 
     # -- channels ---------------------------------------------------------------------------
 
-    def get_channel(self, name: str) -> Channel:
-        """The channel named ``name``, created (and announced) if it does not exist."""
+    def get_channel(self, name: str, ordered: bool | None = None) -> Channel:
+        """
+        The channel named ``name``, created (and announced) if it does not exist.
+
+        ``ordered`` sets the channel's ordered mode (docs/extensions/ordered.md), also on an
+        existing channel (persisted in nsqd.dat when it changes); None leaves an existing
+        channel's mode alone and gives a new one the mode C{--ordered-channel} says.
+        """
         channel = self.channels.get(name)
         if channel is None:
+            if ordered is None:
+                ordered = self.nsqd.ordered_patterns.matches(name)
             channel = Channel(
-                self.nsqd, self.name, name, self.nsqd.make_backend(f"{self.name}:{name}", is_ephemeral(name))
+                self.nsqd,
+                self.name,
+                name,
+                self.nsqd.make_backend(f"{self.name}:{name}", is_ephemeral(name)),
+                ordered=ordered,
             )
             self.channels[name] = channel
             self.nsqd.channel_created(self, channel)
             self._drain()
+        elif ordered is not None and ordered != channel.ordered:
+            channel.set_ordered(ordered)
+            self.nsqd.persist_metadata()
         return channel
 
     def find_channel(self, name: str) -> Channel | None:

@@ -1,0 +1,132 @@
+"""
+Ordered channels (beyond NSQ, docs/extensions/ordered.md): the head file and the
+C{--ordered-channel} patterns.
+
+An ordered channel's queue is one FIFO across memory and disk, and a message that was taken off
+it (in flight, or put back by REQ, a timeout or a disconnect) is its *head*: it goes out again
+before anything behind it. Go nsqd's clean stop appends in-flight messages to the channel's disk
+queue, behind newer messages already on disk. To keep the head first across a restart, the
+channel still writes the head into the queue files exactly as Go does (so Go nsqd reading the
+data directory loses nothing), and also into C{<topic>:<channel>.diskqueue.head.dat}, a file Go
+nsqd never reads. At start-up the channel delivers the file's messages first and skips their
+copies when it reaches them in the queue.
+
+Format: a sequence of records C{[1 byte kind][int64 BE wait][int32 BE length][payload]}:
+
+  - kind C{M}: C{payload} is a message record (C{[8 ts][2 attempts][16 id][body]}), to deliver
+    before the queue, in file order; C{wait} is the clock time in nanoseconds before which it
+    must not be delivered (a C{REQ} with a delay; 0 for none). One copy of it sits in the queue.
+  - kind C{S}: C{payload} is a 16-byte message ID: one copy of it sits in the queue (its head
+    record was written at an earlier stop) and is skipped when read.
+
+The file is written atomically (tmp file, fsync, rename) and removed when there is nothing to
+record; a torn last record is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from twisted_nsq.nsqd.message import Message
+from twisted_nsq.wire.frames import decode_message, encode_message
+
+_HEAD = struct.Struct(">cqi")
+_MESSAGE = b"M"
+_SKIP = b"S"
+
+
+def head_path(data_path: str, queue_name: str) -> str:
+    """Where the head file of the queue named ``queue_name`` (``topic:channel``) lives."""
+    return os.path.join(data_path, f"{queue_name}.diskqueue.head.dat")
+
+
+@attrs.frozen
+class HeadState:
+    """What a head file holds: messages to deliver first (with wait times) and IDs to skip."""
+
+    messages: tuple[tuple[Message, int], ...] = ()
+    skips: tuple[bytes, ...] = ()
+
+
+def save_head(path: str, messages: Iterable[tuple[Message, int]], skips: Iterable[bytes]) -> None:
+    """Write ``(message, wait_ns)`` pairs and skip IDs atomically; remove the file when empty."""
+    parts: list[bytes] = []
+    for message, wait in messages:
+        record = encode_message(message.timestamp, message.attempts & 0xFFFF, message.id, message.body)
+        parts.append(_HEAD.pack(_MESSAGE, wait, len(record)))
+        parts.append(record)
+    for message_id in skips:
+        parts.append(_HEAD.pack(_SKIP, 0, len(message_id)))
+        parts.append(message_id)
+    if not parts:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        return
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(b"".join(parts))
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def load_head(path: str) -> HeadState:
+    """Read a head file (missing: empty); a torn or unknown record ends the reading."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return HeadState()
+    messages: list[tuple[Message, int]] = []
+    skips: list[bytes] = []
+    offset = 0
+    while offset + _HEAD.size <= len(data):
+        kind, wait, length = _HEAD.unpack_from(data, offset)
+        start = offset + _HEAD.size
+        end = start + length
+        if length < 0 or end > len(data):
+            break
+        payload = data[start:end]
+        if kind == _MESSAGE and length >= 26:
+            decoded = decode_message(payload)
+            messages.append((Message(decoded.id, decoded.body, decoded.timestamp, decoded.attempts), wait))
+        elif kind == _SKIP and length == 16:
+            skips.append(payload)
+        else:
+            break
+        offset = end
+    return HeadState(tuple(messages), tuple(skips))
+
+
+class OrderedPatterns:
+    """The C{--ordered-channel} regular expressions, each matched against a whole channel name."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self._patterns = [re.compile(pattern) for pattern in patterns]
+
+    def __bool__(self) -> bool:
+        return bool(self._patterns)
+
+    def matches(self, channel_name: str) -> bool:
+        """Whether a new channel called ``channel_name`` starts ordered."""
+        return any(pattern.fullmatch(channel_name) for pattern in self._patterns)
+
+
+def check_patterns(patterns: Sequence[str]) -> None:
+    """@raise ValueError: a pattern is not a valid regular expression (naming the flag)."""
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"--ordered-channel {pattern!r}: not a valid regular expression: {e}") from e
