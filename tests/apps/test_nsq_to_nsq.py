@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.apps._fakes import FakeProducer
 from twisted_nsq._cli import FlagError, resolve
 from twisted_nsq.apps._hostpool import HostPool, RoundRobin
 from twisted_nsq.apps._jsonfilter import Verdict, encode_go_json, filter_message
@@ -170,21 +170,11 @@ class FilterTests(SynchronousTestCase):
         )
 
 
-class _FakeProducer:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, bytes, Deferred[None]]] = []
-
-    def publish(self, topic: str, body: bytes) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.published.append((topic, body, d))
-        return d
-
-
 class RepublisherTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.log = io.StringIO()
-        self.first, self.second = _FakeProducer(), _FakeProducer()
+        self.first, self.second = FakeProducer(), FakeProducer()
         self.producers = {"a:1": self.first, "b:2": self.second}
 
     def _republisher(

@@ -5,36 +5,16 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.apps._fakes import FakeProducer
 from twisted_nsq._cli import FlagError, resolve
 from twisted_nsq.apps.to_nsq import TO_NSQ_FLAGS, Publisher, check_values, start_progress
 
 
 def _values(*argv: str) -> dict[str, Any]:
     return check_values(resolve(TO_NSQ_FLAGS, list(argv)))
-
-
-class _FakeProducer:
-    """Records publishes; each returns a Deferred the test fires."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, bytes, Deferred[None]]] = []
-
-    def publish(self, topic: str, body: bytes) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.published.append((topic, body, d))
-        return d
-
-    def ack_all(self) -> None:
-        for _, _, d in self.published:
-            if not d.called:
-                d.callback(None)
-
-    def bodies(self) -> list[bytes]:
-        return [body for _, body, _ in self.published]
 
 
 class FlagTests(SynchronousTestCase):
@@ -89,7 +69,7 @@ class ProgressTests(SynchronousTestCase):
         """
         clock = Clock()
         stream = _Terminal()
-        first, second = _FakeProducer(), _FakeProducer()
+        first, second = FakeProducer(), FakeProducer()
         publisher = Publisher(clock, [first, second], "t", b"\n", 0)  # type: ignore[list-item]
         progress = start_progress(clock, stream, publisher)
         assert progress is not None
@@ -115,7 +95,7 @@ class ProgressTests(SynchronousTestCase):
         """A line shorter than the one before is padded so that no old characters remain."""
         clock = Clock()
         stream = _Terminal()
-        publisher = Publisher(clock, [_FakeProducer()], "t", b"\n", 0)  # type: ignore[list-item]
+        publisher = Publisher(clock, [FakeProducer()], "t", b"\n", 0)  # type: ignore[list-item]
         progress = start_progress(clock, stream, publisher)
         assert progress is not None
         publisher.read = 1000
@@ -130,7 +110,7 @@ class ProgressTests(SynchronousTestCase):
         """When stderr is not a terminal nothing is shown and no timer runs."""
         clock = Clock()
         stream = io.StringIO()
-        publisher = Publisher(clock, [_FakeProducer()], "t", b"\n", 0)  # type: ignore[list-item]
+        publisher = Publisher(clock, [FakeProducer()], "t", b"\n", 0)  # type: ignore[list-item]
         self.assertIsNone(start_progress(clock, stream, publisher))
         publisher.dataReceived(b"a\n")
         clock.advance(1.0)
@@ -141,7 +121,7 @@ class ProgressTests(SynchronousTestCase):
 class PublisherTests(SynchronousTestCase):
     def test_every_producer_and_done(self) -> None:
         """Every record goes to every producer; done waits for stdin's end and every ack."""
-        first, second = _FakeProducer(), _FakeProducer()
+        first, second = FakeProducer(), FakeProducer()
         publisher = Publisher(Clock(), [first, second], "t", b"\n", 0)  # type: ignore[list-item]
         publisher.dataReceived(b"a\nb")
         publisher.dataReceived(b"c\n\nd")
@@ -158,7 +138,7 @@ class PublisherTests(SynchronousTestCase):
     def test_rate(self) -> None:
         """With --rate N, records go out no faster than N a second."""
         clock = Clock()
-        producer = _FakeProducer()
+        producer = FakeProducer()
         publisher = Publisher(clock, [producer], "t", b",", 4)  # type: ignore[list-item]
         publisher.dataReceived(b"1,2,3,4,5,6")
         publisher.connectionLost(None)
@@ -174,7 +154,7 @@ class PublisherTests(SynchronousTestCase):
 
     def test_publish_error(self) -> None:
         """A failed publish fails done once the others were answered, and stops publishing."""
-        producer = _FakeProducer()
+        producer = FakeProducer()
         publisher = Publisher(Clock(), [producer], "t", b"\n", 0)  # type: ignore[list-item]
         publisher.dataReceived(b"a\nb\n")
         producer.published[0][2].errback(RuntimeError("E_BAD_TOPIC"))

@@ -6,19 +6,16 @@ nsqadmin reading the cluster through the lookupd.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration._daemon import NSQDProcess, start_nsqd, start_nsqlookupd
-from tests.integration._nsqadmin import start_nsqadmin
+from tests.integration._daemon import NSQDProcess
+from tests.integration._nsqadmin import start_admin_cluster
 from tests.integration._rawclient import RawClient
-
-_T = TypeVar("_T")
+from tests.integration._wait import wait_until
 
 TIMEOUT = 15.0
 
@@ -38,30 +35,10 @@ def request(method: str, url: str, body: bytes | None = None) -> tuple[int, Any]
         return code, data
 
 
-def wait_until(what: str, probe: Callable[[], _T], done: Callable[[_T], bool]) -> _T:
-    """Poll C{probe} (other processes: there is nothing to wait on) until C{done} accepts it."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not so after {TIMEOUT}s; last seen {value!r}")
-        time.sleep(0.05)
-
-
 class NSQAdminAPITests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.lookupd = start_nsqlookupd(self)
-        _, lookupd_tcp = self.lookupd.tcp_address
-        self.nodes = [
-            start_nsqd(
-                self, f"--lookupd-tcp-address=127.0.0.1:{lookupd_tcp}", "--broadcast-address=127.0.0.1"
-            )
-            for _ in range(2)
-        ]
-        self.admin = start_nsqadmin(self, f"--lookupd-http-address={self.lookupd.http_hostport}")
-        self.base = f"http://{self.admin.http_hostport}"
+        cluster = start_admin_cluster(self)
+        self.nodes, self.base = cluster.nodes, cluster.base
 
     def api(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
@@ -93,6 +70,7 @@ class NSQAdminAPITests(SynchronousTestCase):
             "/api/nodes lists both nsqd with topic t",
             lambda: self.api("GET", "/api/nodes")[1],
             lambda answer: len(answer["nodes"]) == 2 and all(n["topics"] for n in answer["nodes"]),
+            TIMEOUT,
         )
         code, answer = self.api("GET", "/api/topics")
         self.assertEqual((code, answer), (200, {"topics": ["t"], "message": ""}))

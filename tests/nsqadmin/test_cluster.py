@@ -401,6 +401,31 @@ def _client_row(
     }
 
 
+#: Both fake nsqd's E2E percentiles merged node by node (nsqd2 first): 0.99 has 12 samples at
+#: 1000 and 4 at 3000.
+_MERGED_PERCENTILES = [
+    {"average": 1500, "count": 16, "max": 3000, "min": 1000, "quantile": 0.99},
+    {"average": 1000, "count": 4, "max": 1000, "min": 1000, "quantile": 0.5},
+]
+
+#: Channel C{c} of topic C{t} summed over both fake nsqd: the head of its aggregate stats.
+_CHANNEL_C_TOTALS: dict[str, object] = {
+    "node": "*",
+    "hostname": "",
+    "topic_name": "t",
+    "channel_name": "c",
+    "depth": 4,
+    "memory_depth": 3,
+    "backend_depth": 1,
+    "in_flight_count": 2,
+    "deferred_count": 4,
+    "requeue_count": 6,
+    "timeout_count": 8,
+    "message_count": 30,
+    "client_count": 2,
+}
+
+
 def _channel_row(
     node: str,
     hostname: str,
@@ -496,29 +521,14 @@ class ClusterViewTopicTests(SynchronousTestCase):
             "e2e_processing_latency": _e2e_node(E2E_1),
         }
         channel_c = {
-            "node": "*",
-            "hostname": "",
-            "topic_name": "t",
-            "channel_name": "c",
-            "depth": 4,
-            "memory_depth": 3,
-            "backend_depth": 1,
-            "in_flight_count": 2,
-            "deferred_count": 4,
-            "requeue_count": 6,
-            "timeout_count": 8,
-            "message_count": 30,
-            "client_count": 2,
+            **_CHANNEL_C_TOTALS,
             "nodes": [node2["channels"][0], node1["channels"][0]],  # type: ignore[index]
             "clients": [],
             "paused": False,
             "ordered": True,
             "e2e_processing_latency": {
                 "count": 16,
-                "percentiles": [
-                    {"average": 1500, "count": 16, "max": 3000, "min": 1000, "quantile": 0.99},
-                    {"average": 1000, "count": 4, "max": 1000, "min": 1000, "quantile": 0.5},
-                ],
+                "percentiles": _MERGED_PERCENTILES,
                 "topic": "t",
                 "channel": "c",
                 "host": "*",
@@ -561,13 +571,9 @@ class ClusterViewTopicTests(SynchronousTestCase):
             "nodes": [node2, node1],
             "channels": [channel_c, channel_d],
             "paused": True,
-            # Merged node by node (nsqd2 first): 0.99 has 12 samples at 1000 and 4 at 3000.
             "e2e_processing_latency": {
                 "count": 16,
-                "percentiles": [
-                    {"average": 1500, "count": 16, "max": 3000, "min": 1000, "quantile": 0.99},
-                    {"average": 1000, "count": 4, "max": 1000, "min": 1000, "quantile": 0.5},
-                ],
+                "percentiles": _MERGED_PERCENTILES,
                 "topic": "t",
                 "channel": "",
                 "host": "*",
@@ -596,21 +602,7 @@ class ClusterViewTopicTests(SynchronousTestCase):
                 _channel_row("nsqd1:4151", "zeta-host", "c", 3, 1, 10, [client1], ordered=True, e2e=E2E_1),
             ],
         )
-        expected_head = {
-            "node": "*",
-            "hostname": "",
-            "topic_name": "t",
-            "channel_name": "c",
-            "depth": 4,
-            "memory_depth": 3,
-            "backend_depth": 1,
-            "in_flight_count": 2,
-            "deferred_count": 4,
-            "requeue_count": 6,
-            "timeout_count": 8,
-            "message_count": 30,
-            "client_count": 2,
-        }
+        expected_head = _CHANNEL_C_TOTALS
         self.assertEqual({k: answer[k] for k in expected_head}, expected_head)
         self.assertEqual(
             list(answer),

@@ -5,16 +5,15 @@ real listener on 127.0.0.1, in front of a real nsqlookupd service.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import treq
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IReactorTime
-from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
+from tests._daemons import capture_messages, port_number, trial_reactor
 from tests.nsqadmin.test_api import stand_in_pages
 from twisted_nsq._listen import StartupError
 from twisted_nsq.nsqadmin.options import NSQAdminOptions
@@ -25,27 +24,12 @@ from twisted_nsq.nsqlookupd.service import NSQLookupdService
 TIMEOUT = 10.0
 
 
-def _reactor() -> IReactorTime:
-    """The reactor trial runs, handed explicitly to everything these tests build."""
-    from twisted.internet import reactor
-
-    return cast(IReactorTime, reactor)
-
-
 class NSQAdminServiceTests(TestCase):
     timeout = 30
 
     def setUp(self) -> None:
-        self.reactor = _reactor()
-        self.messages: list[str] = []
-
-        def observe(event: LogEvent) -> None:
-            if event.get("log_namespace", "").startswith("twisted_nsq"):
-                self.messages.append(formatEvent(event))
-
-        observer = cast(ILogObserver, observe)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.reactor = trial_reactor()
+        self.messages = capture_messages(self)
 
     def lookupd(self) -> str:
         service = NSQLookupdService(
@@ -56,8 +40,7 @@ class NSQAdminServiceTests(TestCase):
         )
         service.startService()
         self.addCleanup(service.stopService)
-        assert service.http_listening_port is not None
-        return f"127.0.0.1:{service.http_listening_port.getHost().port}"  # type: ignore[attr-defined]
+        return f"127.0.0.1:{port_number(service.http_listening_port)}"
 
     def make_service(self, **settings: Any) -> NSQAdminService:
         values: dict[str, Any] = {"http_address": "127.0.0.1:0", "lookupd_http_addresses": [self.lookupd()]}
@@ -69,9 +52,7 @@ class NSQAdminServiceTests(TestCase):
         return service
 
     def port_of(self, service: NSQAdminService) -> int:
-        assert service.http_listening_port is not None
-        port: int = service.http_listening_port.getHost().port  # type: ignore[attr-defined]
-        return port
+        return port_number(service.http_listening_port)
 
     async def test_start_and_stop(self) -> None:
         """Start logs the version and the listening line; the API reaches lookupd; stop closes all."""

@@ -4,15 +4,10 @@ Tests for L{twisted_nsq.nsqadmin.tap} and the C{nsqadmin} plugin: Go-style flags
 
 from __future__ import annotations
 
-import contextlib
-import io
-import platform
-
-from twisted.application.service import IServiceMaker
-from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests._daemons import assert_help, assert_make_service, assert_plugin, assert_version
 from twisted_nsq.nsqadmin.options import NSQAdminOptions
 from twisted_nsq.nsqadmin.service import NSQAdminService
 from twisted_nsq.nsqadmin.tap import Options, makeService
@@ -77,38 +72,19 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(UsageError, Options().parseOptions, ["--config=/nonexistent/nsqadmin.toml"])
 
     def test_help(self) -> None:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), self.assertRaises(SystemExit) as caught:
-            Options().parseOptions(["--help"])
-        self.assertEqual(caught.exception.code, 0)
-        self.assertIn("Usage of nsqadmin:", out.getvalue())
-        for flag in ("  -lookupd-http-address value", "  -base-path string", "  -statsd-interval duration"):
-            self.assertIn(flag, out.getvalue())
+        flags = ("  -lookupd-http-address value", "  -base-path string", "  -statsd-interval duration")
+        assert_help(self, Options(), "nsqadmin", flags)
 
     def test_version(self) -> None:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), self.assertRaises(SystemExit) as caught:
-            Options().parseOptions(["--version"])
-        self.assertEqual(caught.exception.code, 0)
-        self.assertEqual(
-            out.getvalue(), f"nsqadmin v1.3.0-twisted (built w/python{platform.python_version()})\n"
-        )
+        assert_version(self, Options(), "nsqadmin")
 
     def test_make_service(self) -> None:
         """C{makeService} builds an unstarted L{NSQAdminService} from the parsed options."""
-        options = Options()
-        options.parseOptions(["--nsqd-http-address=127.0.0.1:4151"])
-        service = makeService(options)
-        self.assertIsInstance(service, NSQAdminService)
-        self.assertIs(service.options, options.nsqadmin_options)
-        self.assertFalse(service.running)
+        argv = ["--nsqd-http-address=127.0.0.1:4151"]
+        assert_make_service(self, Options(), argv, makeService, NSQAdminService, lambda o: o.nsqadmin_options)
 
 
 class PluginTests(SynchronousTestCase):
     def test_discovered(self) -> None:
         """C{twist} finds the C{nsqadmin} plugin, which names the tap module."""
-        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
-        self.assertIn("nsqadmin", makers)
-        maker = makers["nsqadmin"]
-        self.assertEqual(maker.module, "twisted_nsq.nsqadmin.tap")  # type: ignore[attr-defined]
-        self.assertIsInstance(maker.options(), Options)
+        assert_plugin(self, "nsqadmin", "twisted_nsq.nsqadmin.tap", Options)

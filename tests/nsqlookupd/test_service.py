@@ -15,24 +15,17 @@ from typing import cast
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from tests._daemons import capture_messages, port_number, trial_reactor
 from twisted_nsq.nsqd.service import StartupError
 from twisted_nsq.nsqlookupd.options import NSQLookupdOptions
 from twisted_nsq.nsqlookupd.service import NSQLookupdService
 
 TIMEOUT = 10.0
-
-
-def _reactor() -> IReactorTime:
-    """The reactor trial runs, handed explicitly to everything these tests build."""
-    from twisted.internet import reactor
-
-    return cast(IReactorTime, reactor)
 
 
 class _Client(Protocol):
@@ -73,16 +66,8 @@ class NSQLookupdServiceTests(TestCase):
     timeout = 30
 
     def setUp(self) -> None:
-        self.reactor = _reactor()
-        self.messages: list[str] = []
-
-        def observe(event: LogEvent) -> None:
-            if event.get("log_namespace", "").startswith("twisted_nsq"):
-                self.messages.append(formatEvent(event))
-
-        observer = cast(ILogObserver, observe)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.reactor = trial_reactor()
+        self.messages = capture_messages(self)
 
     def make_service(self, **settings: object) -> NSQLookupdService:
         values: dict[str, object] = {
@@ -96,10 +81,7 @@ class NSQLookupdServiceTests(TestCase):
         return service
 
     def port_of(self, service: NSQLookupdService, name: str) -> int:
-        port = getattr(service, f"{name}_listening_port")
-        assert port is not None
-        number: int = port.getHost().port
-        return number
+        return port_number(getattr(service, f"{name}_listening_port"))
 
     async def connect(self, port: int) -> _Client:
         endpoint = TCP4ClientEndpoint(cast(IReactorTCP, self.reactor), "127.0.0.1", port, timeout=5)

@@ -4,15 +4,10 @@ Tests for L{twisted_nsq.nsqlookupd.tap} and the C{nsqlookupd} plugin: Go-style f
 
 from __future__ import annotations
 
-import contextlib
-import io
-import platform
-
-from twisted.application.service import IServiceMaker
-from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests._daemons import assert_help, assert_make_service, assert_plugin, assert_version
 from twisted_nsq.nsqlookupd.options import NSQLookupdOptions
 from twisted_nsq.nsqlookupd.service import NSQLookupdService
 from twisted_nsq.nsqlookupd.tap import Options, makeService
@@ -88,44 +83,27 @@ class OptionsTests(SynchronousTestCase):
 
     def test_help(self) -> None:
         """C{--help} prints nsqlookupd's flags and exits 0."""
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), self.assertRaises(SystemExit) as caught:
-            Options().parseOptions(["--help"])
-        self.assertEqual(caught.exception.code, 0)
-        self.assertIn("Usage of nsqlookupd:", out.getvalue())
-        for flag in (
+        flags = (
             "  -tcp-address string",
             "  -http-address string",
             "  -broadcast-address string",
             "  -inactive-producer-timeout duration",
             "  -tombstone-lifetime duration",
-        ):
-            self.assertIn(flag, out.getvalue())
+        )
+        assert_help(self, Options(), "nsqlookupd", flags)
 
     def test_version(self) -> None:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), self.assertRaises(SystemExit) as caught:
-            Options().parseOptions(["--version"])
-        self.assertEqual(caught.exception.code, 0)
-        self.assertEqual(
-            out.getvalue(), f"nsqlookupd v1.3.0-twisted (built w/python{platform.python_version()})\n"
-        )
+        assert_version(self, Options(), "nsqlookupd")
 
     def test_make_service(self) -> None:
         """C{makeService} builds an unstarted L{NSQLookupdService} from the parsed options."""
-        options = Options()
-        options.parseOptions(["--tcp-address=127.0.0.1:0"])
-        service = makeService(options)
-        self.assertIsInstance(service, NSQLookupdService)
-        self.assertIs(service.options, options.nsqlookupd_options)
-        self.assertFalse(service.running)
+        argv = ["--tcp-address=127.0.0.1:0"]
+        assert_make_service(
+            self, Options(), argv, makeService, NSQLookupdService, lambda o: o.nsqlookupd_options
+        )
 
 
 class PluginTests(SynchronousTestCase):
     def test_discovered(self) -> None:
         """C{twist} finds the C{nsqlookupd} plugin, which names the tap module."""
-        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
-        self.assertIn("nsqlookupd", makers)
-        maker = makers["nsqlookupd"]
-        self.assertEqual(maker.module, "twisted_nsq.nsqlookupd.tap")  # type: ignore[attr-defined]
-        self.assertIsInstance(maker.options(), Options)
+        assert_plugin(self, "nsqlookupd", "twisted_nsq.nsqlookupd.tap", Options)

@@ -1,14 +1,17 @@
 """
 What the utilities share: the C{--nsqd-tcp-address}, C{--lookupd-http-address},
-C{--consumer-opt}/C{--producer-opt} and C{--version} flags, and turning C{k,v} options into
-keyword arguments for L{Consumer} and L{Producer}.
+C{--consumer-opt}/C{--producer-opt}, C{--max-in-flight}, C{--mode} and C{--version} flags, the
+checks and the consumer built from them, and turning C{k,v} options into keyword arguments for
+L{Consumer} and L{Producer}.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 
 from twisted_nsq._cli import (
     CONFIG_FLAG,
@@ -21,7 +24,9 @@ from twisted_nsq._cli import (
     parse_go_float,
     parse_go_int,
 )
-from twisted_nsq.client import ConnectionOptions, ConsumerOptions
+from twisted_nsq._version import VERSION_STRING
+from twisted_nsq.apps._hostpool import MODES
+from twisted_nsq.client import USER_AGENT, ConnectionOptions, Consumer, ConsumerOptions, Message
 
 NSQD_TCP_ADDRESS = FlagSpec(
     "nsqd-tcp-address",
@@ -53,6 +58,81 @@ VERSION = FlagSpec(VERSION_FLAG, Kind.BOOL, False, "print version string")
 #: C{--config FILE}: the same flags from a TOML file (keys are flag names with underscores);
 #: the command line wins over the file. Go's tools lack it; every twisted-nsq program takes it.
 CONFIG = FlagSpec(CONFIG_FLAG, Kind.STRING, "", "path to a TOML config file", in_config=False)
+MAX_IN_FLIGHT = FlagSpec("max-in-flight", Kind.INT, 200, "max number of messages to allow in flight")
+MODE = FlagSpec(
+    "mode",
+    Kind.STRING,
+    "hostpool",
+    "the upstream request mode options: round-robin, hostpool (default), epsilon-greedy",
+    choices=MODES,
+)
+
+
+def consumer_flags(*own: FlagSpec, producer: bool = False) -> tuple[FlagSpec, ...]:
+    """
+    A consuming utility's flag table: its C{own} flags, then where to consume from, the
+    C{--consumer-opt} (and C{--producer-opt} when it also publishes), C{--version} and C{--config}.
+    """
+    return (
+        *own,
+        NSQD_TCP_ADDRESS,
+        LOOKUPD_HTTP_ADDRESS,
+        CONSUMER_OPT,
+        *((PRODUCER_OPT,) if producer else ()),
+        VERSION,
+        CONFIG,
+    )
+
+
+def check_sources(nsqd: Sequence[str], lookupd: Sequence[str], nsqd_flag: str = "nsqd-tcp-address") -> None:
+    """
+    Go's check that exactly one of the nsqd addresses and the lookupd HTTP addresses is given.
+
+    @raise FlagError: with Go's message, naming C{--nsqd_flag} and C{--lookupd-http-address}.
+    """
+    if not nsqd and not lookupd:
+        raise FlagError(f"--{nsqd_flag} or --lookupd-http-address required")
+    if nsqd and lookupd:
+        raise FlagError(f"use --{nsqd_flag} or --lookupd-http-address not both")
+
+
+def user_agent(program: str) -> str:
+    """The user agent a utility identifies with to nsqd: C{nsq_to_nsq/1.3.0-twisted twisted-nsq/...}."""
+    return f"{program}/{VERSION_STRING} {USER_AGENT}"
+
+
+def run_until_shutdown(reactor: Any, stop: Callable[[], Deferred[Any]]) -> Deferred[None]:
+    """
+    What a forwarding utility's C{run} returns: a Deferred that fires once the reactor shuts down,
+    after C{stop} (called before shutdown) has stopped the utility's consumers and producers.
+    """
+    finished: Deferred[None] = Deferred()
+
+    def on_shutdown() -> Deferred[Any]:
+        return stop().addBoth(lambda _: None if finished.called else finished.callback(None))
+
+    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
+    return finished
+
+
+def make_consumer(
+    reactor: Any, values: dict[str, Any], topic: str, handler: Callable[[Message], Any]
+) -> Consumer:
+    """
+    An unstarted consumer of C{topic} on the checked flags' channel, with their addresses,
+    C{--max-in-flight} and C{--consumer-opt} options.
+    """
+    return Consumer(
+        topic,
+        values["channel"],
+        handler,
+        values["nsqd_tcp_addresses"],
+        values["max_in_flight"],
+        lookupd_http_addresses=values["lookupd_http_addresses"],
+        reactor=reactor,
+        **values["consumer_options"],
+    )
+
 
 # The options a k,v pair may set, with the type of the value it takes.
 _CONNECTION_FIELDS = {f.name: f for f in attrs.fields(ConnectionOptions)}
@@ -108,8 +188,15 @@ __all__ = [
     "CONFIG",
     "CONSUMER_OPT",
     "LOOKUPD_HTTP_ADDRESS",
+    "MAX_IN_FLIGHT",
+    "MODE",
     "NSQD_TCP_ADDRESS",
     "PRODUCER_OPT",
     "VERSION",
+    "check_sources",
+    "consumer_flags",
+    "make_consumer",
     "parse_options",
+    "run_until_shutdown",
+    "user_agent",
 ]

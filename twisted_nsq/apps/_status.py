@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from twisted.internet.interfaces import IReactorTime
 
-__all__ = ["GoLog", "TimerMetrics", "percentile"]
+__all__ = ["GoLog", "HostTimers", "TimerMetrics", "percentile"]
 
 
 class GoLog:
@@ -79,3 +79,20 @@ class TimerMetrics:
             f"{self._prefix} finished {len(ordered)} - 99th: {percentile(99.0, ordered) * 1000:.2f}ms"
             f" - 95th: {percentile(95.0, ordered) * 1000:.2f}ms - avg: {average * 1000:.2f}ms"
         )
+
+
+class HostTimers:
+    """
+    A forwarding utility's status lines: one L{TimerMetrics} per destination host (silent when
+    there is only one) and one over all of them (C{[aggregate]:}).
+    """
+
+    def __init__(self, hosts: Sequence[str], status_every: int, log: Callable[[str], None]) -> None:
+        every_host = status_every if len(hosts) > 1 else 0
+        self._per_host = {host: TimerMetrics(every_host, f"[{host}]:", log) for host in hosts}
+        self._aggregate = TimerMetrics(status_every, "[aggregate]:", log)
+
+    def status(self, host: str, duration: float) -> None:
+        """Record one request to C{host} that took C{duration} seconds."""
+        self._per_host[host].status(duration)
+        self._aggregate.status(duration)

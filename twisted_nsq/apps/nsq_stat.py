@@ -29,8 +29,8 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from twisted_nsq._cli import FlagError, FlagSpec, Kind
-from twisted_nsq.apps._common import CONFIG, LOOKUPD_HTTP_ADDRESS, VERSION
-from twisted_nsq.apps._console import parse_checked
+from twisted_nsq.apps._common import CONFIG, LOOKUPD_HTTP_ADDRESS, VERSION, check_sources
+from twisted_nsq.apps._console import run_console
 from twisted_nsq.apps._status import GoLog
 
 PROGRAM = "nsq_stat"
@@ -85,10 +85,7 @@ def check_values(values: dict[str, Any]) -> dict[str, Any]:
     if values["count"] is not None and values["count"] <= 0:
         raise FlagError("--count should be positive")
     nsqd, lookupd = values["nsqd_http_addresses"], values["lookupd_http_addresses"]
-    if not nsqd and not lookupd:
-        raise FlagError("--nsqd-http-address or --lookupd-http-address required")
-    if nsqd and lookupd:
-        raise FlagError("use --nsqd-http-address or --lookupd-http-address not both")
+    check_sources(nsqd, lookupd, "nsqd-http-address")
     for flag, addresses in (("nsqd-http-address", nsqd), ("lookupd-http-address", lookupd)):
         if any(address.startswith("http") for address in addresses):
             raise FlagError(f"--{flag} error - address should not contain scheme")
@@ -276,13 +273,7 @@ def run(reactor: Any, values: dict[str, Any], out: TextIO, stderr: TextIO) -> De
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The C{nsq_stat} console script."""
-    from twisted.internet.task import react
-
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    checked = parse_checked(
-        PROGRAM, STAT_FLAGS, arguments, check_values, stdout=sys.stdout, stderr=sys.stderr
-    )
-    react(run, (checked, sys.stdout, sys.stderr))
+    run_console(PROGRAM, STAT_FLAGS, argv, check_values, run, sys.stdout, sys.stderr)
 
 
 if __name__ == "__main__":

@@ -14,32 +14,26 @@ from twisted.internet.defer import Deferred, DeferredList
 
 from twisted_nsq._cli import FlagError, FlagSpec, Kind
 from twisted_nsq.apps._common import (
-    CONFIG,
-    CONSUMER_OPT,
-    LOOKUPD_HTTP_ADDRESS,
-    NSQD_TCP_ADDRESS,
-    VERSION,
+    MAX_IN_FLIGHT,
+    check_sources,
+    consumer_flags,
+    make_consumer,
     parse_options,
 )
-from twisted_nsq.apps._console import parse_checked
-from twisted_nsq.client import Consumer, Message
+from twisted_nsq.apps._console import run_console
+from twisted_nsq.client import Message
 
 PROGRAM = "nsq_tail"
 
-TAIL_FLAGS: tuple[FlagSpec, ...] = (
+TAIL_FLAGS: tuple[FlagSpec, ...] = consumer_flags(
     FlagSpec("topic", Kind.STRING_LIST, [], "NSQ topic (may be given multiple times)", attr="topics"),
     FlagSpec("channel", Kind.STRING, "", "NSQ channel"),
-    FlagSpec("max-in-flight", Kind.INT, 200, "max number of messages to allow in flight"),
+    MAX_IN_FLIGHT,
     FlagSpec("n", Kind.INT, 0, "total messages to show (will wait if starved)", attr="total_messages"),
     FlagSpec(
         "total-messages", Kind.INT, 0, "total messages to show (same as -n)", attr="total_messages_long"
     ),
     FlagSpec("print-topic", Kind.BOOL, False, "print topic name where message was received"),
-    NSQD_TCP_ADDRESS,
-    LOOKUPD_HTTP_ADDRESS,
-    CONSUMER_OPT,
-    VERSION,
-    CONFIG,
 )
 
 
@@ -59,11 +53,7 @@ def check_values(values: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         raise FlagError("--topic is required")
     if not values["channel"]:
         values["channel"] = ephemeral_channel(rng)
-    nsqd, lookupd = values["nsqd_tcp_addresses"], values["lookupd_http_addresses"]
-    if not nsqd and not lookupd:
-        raise FlagError("--nsqd-tcp-address or --lookupd-http-address required")
-    if nsqd and lookupd:
-        raise FlagError("use --nsqd-tcp-address or --lookupd-http-address not both")
+    check_sources(values["nsqd_tcp_addresses"], values["lookupd_http_addresses"])
     if values["max_in_flight"] < 1:
         raise FlagError("--max-in-flight must be at least 1")
     total = values["total_messages"] or values["total_messages_long"]
@@ -114,19 +104,7 @@ class Tail:
 def run(reactor: Any, values: dict[str, Any], out: BinaryIO) -> Deferred[None]:
     """Consume until C{-n} messages were shown or the reactor stops; stops every consumer."""
     tail = Tail(out, values["total_messages"], values["print_topic"])
-    consumers = [
-        Consumer(
-            topic,
-            values["channel"],
-            tail.handler(topic),
-            values["nsqd_tcp_addresses"],
-            values["max_in_flight"],
-            lookupd_http_addresses=values["lookupd_http_addresses"],
-            reactor=reactor,
-            **values["consumer_options"],
-        )
-        for topic in values["topics"]
-    ]
+    consumers = [make_consumer(reactor, values, topic, tail.handler(topic)) for topic in values["topics"]]
     for consumer in consumers:
         consumer.start()
 
@@ -155,19 +133,8 @@ def run(reactor: Any, values: dict[str, Any], out: BinaryIO) -> Deferred[None]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The C{nsq_tail} console script."""
-    from twisted.internet.task import react
-
-    arguments = sys.argv[1:] if argv is None else list(argv)
     rng = random.Random()
-    checked = parse_checked(
-        PROGRAM,
-        TAIL_FLAGS,
-        arguments,
-        lambda values: check_values(values, rng),
-        stdout=sys.stdout,
-        stderr=sys.stderr,
-    )
-    react(run, (checked, sys.stdout.buffer))
+    run_console(PROGRAM, TAIL_FLAGS, argv, lambda values: check_values(values, rng), run, sys.stdout.buffer)
 
 
 if __name__ == "__main__":

@@ -20,34 +20,30 @@ from twisted.internet.interfaces import IReactorTime
 from twisted_nsq._cli import FlagError, FlagSpec, Kind
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.apps._common import (
-    CONFIG,
-    CONSUMER_OPT,
-    LOOKUPD_HTTP_ADDRESS,
-    NSQD_TCP_ADDRESS,
-    VERSION,
+    MAX_IN_FLIGHT,
+    MODE,
+    check_sources,
+    consumer_flags,
+    make_consumer,
     parse_options,
+    run_until_shutdown,
+    user_agent,
 )
-from twisted_nsq.apps._console import parse_checked
-from twisted_nsq.apps._hostpool import MODES, RoundRobin, make_selector
-from twisted_nsq.apps._status import GoLog, TimerMetrics
-from twisted_nsq.client import USER_AGENT, Consumer, Message
+from twisted_nsq.apps._console import run_console
+from twisted_nsq.apps._hostpool import RoundRobin, make_selector
+from twisted_nsq.apps._status import GoLog, HostTimers
+from twisted_nsq.client import Message
 
 PROGRAM = "nsq_to_http"
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
-HTTP_FLAGS: tuple[FlagSpec, ...] = (
+HTTP_FLAGS: tuple[FlagSpec, ...] = consumer_flags(
     FlagSpec("topic", Kind.STRING, "", "nsq topic"),
     FlagSpec("channel", Kind.STRING, "nsq_to_http", "nsq channel"),
-    FlagSpec("max-in-flight", Kind.INT, 200, "max number of messages to allow in flight"),
+    MAX_IN_FLIGHT,
     FlagSpec("n", Kind.INT, 100, "number of concurrent publishers", attr="num_publishers"),
-    FlagSpec(
-        "mode",
-        Kind.STRING,
-        "hostpool",
-        "the upstream request mode options: round-robin, hostpool (default), epsilon-greedy",
-        choices=MODES,
-    ),
+    MODE,
     FlagSpec("sample", Kind.FLOAT, 1.0, "% of messages to publish (float b/w 0 -> 1)"),
     FlagSpec("http-client-connect-timeout", Kind.DURATION, 2.0, "timeout for HTTP connect"),
     FlagSpec("http-client-request-timeout", Kind.DURATION, 20.0, "timeout for HTTP request"),
@@ -80,11 +76,6 @@ HTTP_FLAGS: tuple[FlagSpec, ...] = (
         "Custom header for HTTP requests (may be given multiple times)",
         attr="headers",
     ),
-    NSQD_TCP_ADDRESS,
-    LOOKUPD_HTTP_ADDRESS,
-    CONSUMER_OPT,
-    VERSION,
-    CONFIG,
 )
 
 
@@ -124,11 +115,7 @@ def check_values(values: dict[str, Any]) -> dict[str, Any]:
             raise FlagError("--content-type only used with --post")
         if not values["content_type"]:
             raise FlagError("--content-type requires a value when used")
-    nsqd, lookupd = values["nsqd_tcp_addresses"], values["lookupd_http_addresses"]
-    if not nsqd and not lookupd:
-        raise FlagError("--nsqd-tcp-address or --lookupd-http-address required")
-    if nsqd and lookupd:
-        raise FlagError("use --nsqd-tcp-address or --lookupd-http-address not both")
+    check_sources(values["nsqd_tcp_addresses"], values["lookupd_http_addresses"])
     if not gets and not posts:
         raise FlagError("--get or --post required")
     if gets and posts:
@@ -147,7 +134,7 @@ def check_values(values: dict[str, Any]) -> dict[str, Any]:
             raise FlagError(f"--{name.replace('_', '-')} should be positive")
     values["headers_map"] = parse_headers(values["headers"])
     options = parse_options(values["consumer_opt"], "consumer-opt", consumer=True)
-    options.setdefault("user_agent", f"{PROGRAM}/{VERSION_STRING} {USER_AGENT}")
+    options.setdefault("user_agent", user_agent(PROGRAM))
     values["consumer_options"] = options
     values["method"] = "POST" if posts else "GET"
     values["addresses"] = list(posts or gets)
@@ -213,11 +200,7 @@ class HTTPForwarder:
             header_map["Content-Type"] = content_type
         header_map.update(headers)
         self._headers = {name.encode(): [value.encode()] for name, value in header_map.items()}
-        hosts = selector.hosts
-        self._per_address = {
-            host: TimerMetrics(status_every if len(hosts) > 1 else 0, f"[{host}]:", log) for host in hosts
-        }
-        self._aggregate = TimerMetrics(status_every, "[aggregate]:", log)
+        self._timers = HostTimers(selector.hosts, status_every, log)
 
     def handle(self, message: Message) -> Deferred[None] | None:
         """Handle one message: C{None} (finish now) when it is not sampled, else the request."""
@@ -252,9 +235,7 @@ class HTTPForwarder:
         if error is not None:
             self._log(f"WARNING: {self._method} to {pick.host} failed - {error}")
             raise RuntimeError(error)
-        duration = self._clock.seconds() - pick.started
-        self._per_address[pick.host].status(duration)
-        self._aggregate.status(duration)
+        self._timers.status(pick.host, self._clock.seconds() - pick.started)
 
 
 def run(reactor: Any, values: dict[str, Any], stderr: TextIO) -> Deferred[None]:
@@ -283,41 +264,23 @@ def run(reactor: Any, values: dict[str, Any], stderr: TextIO) -> Deferred[None]:
         log=log,
         status_every=values["status_every"],
     )
-    consumer = Consumer(
-        values["topic"],
-        values["channel"],
-        forwarder.handle,
-        values["nsqd_tcp_addresses"],
-        values["max_in_flight"],
-        lookupd_http_addresses=values["lookupd_http_addresses"],
-        reactor=reactor,
-        **values["consumer_options"],
-    )
+    consumer = make_consumer(reactor, values, values["topic"], forwarder.handle)
     consumer.start()
-    finished: Deferred[None] = Deferred()
 
     def close_pool() -> Deferred[None]:
         closed: Deferred[None] = pool.closeCachedConnections()  # type: ignore[no-untyped-call]
         return closed
 
-    def on_shutdown() -> Deferred[Any]:
+    def stop() -> Deferred[Any]:
         stopped: Deferred[Any] = consumer.stop()
-        stopped.addBoth(lambda _: close_pool())
-        return stopped.addBoth(lambda _: None if finished.called else finished.callback(None))
+        return stopped.addBoth(lambda _: close_pool())
 
-    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
-    return finished
+    return run_until_shutdown(reactor, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The C{nsq_to_http} console script."""
-    from twisted.internet.task import react
-
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    checked = parse_checked(
-        PROGRAM, HTTP_FLAGS, arguments, check_values, stdout=sys.stdout, stderr=sys.stderr
-    )
-    react(run, (checked, sys.stderr))
+    run_console(PROGRAM, HTTP_FLAGS, argv, check_values, run, sys.stderr)
 
 
 if __name__ == "__main__":

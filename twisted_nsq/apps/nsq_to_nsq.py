@@ -17,27 +17,27 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from twisted_nsq._cli import FlagError, FlagSpec, Kind
-from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.apps._common import (
-    CONFIG,
-    CONSUMER_OPT,
-    LOOKUPD_HTTP_ADDRESS,
-    NSQD_TCP_ADDRESS,
-    PRODUCER_OPT,
-    VERSION,
+    MAX_IN_FLIGHT,
+    MODE,
+    check_sources,
+    consumer_flags,
+    make_consumer,
     parse_options,
+    run_until_shutdown,
+    user_agent,
 )
-from twisted_nsq.apps._console import parse_checked
-from twisted_nsq.apps._hostpool import MODES, Pick, RoundRobin, make_selector
+from twisted_nsq.apps._console import run_console
+from twisted_nsq.apps._hostpool import Pick, RoundRobin, make_selector
 from twisted_nsq.apps._jsonfilter import filter_message
-from twisted_nsq.apps._status import GoLog, TimerMetrics
-from twisted_nsq.client import USER_AGENT, Consumer, Message, Producer
+from twisted_nsq.apps._status import GoLog, HostTimers
+from twisted_nsq.client import Message, Producer
 from twisted_nsq.client.producer import parse_address
 from twisted_nsq.wire.names import is_valid_channel_name, is_valid_topic_name
 
 PROGRAM = "nsq_to_nsq"
 
-NSQ_FLAGS: tuple[FlagSpec, ...] = (
+NSQ_FLAGS: tuple[FlagSpec, ...] = consumer_flags(
     FlagSpec("topic", Kind.STRING_LIST, [], "nsq topic (may be given multiple times)", attr="topics"),
     FlagSpec("channel", Kind.STRING, "nsq_to_nsq", "nsq channel"),
     FlagSpec(
@@ -46,20 +46,14 @@ NSQ_FLAGS: tuple[FlagSpec, ...] = (
         "",
         "use this destination topic for all consumed topics (default is consumed topic name)",
     ),
-    FlagSpec("max-in-flight", Kind.INT, 200, "max number of messages to allow in flight"),
+    MAX_IN_FLIGHT,
     FlagSpec(
         "status-every",
         Kind.INT,
         250,
         "the # of requests between logging status (per destination), 0 disables",
     ),
-    FlagSpec(
-        "mode",
-        Kind.STRING,
-        "hostpool",
-        "the upstream request mode options: round-robin, hostpool (default), epsilon-greedy",
-        choices=MODES,
-    ),
+    MODE,
     FlagSpec(
         "destination-nsqd-tcp-address",
         Kind.STRING_LIST,
@@ -86,12 +80,7 @@ NSQ_FLAGS: tuple[FlagSpec, ...] = (
         "for JSON messages: pass this field (may be given multiple times)",
         attr="whitelist_json_fields",
     ),
-    NSQD_TCP_ADDRESS,
-    LOOKUPD_HTTP_ADDRESS,
-    CONSUMER_OPT,
-    PRODUCER_OPT,
-    VERSION,
-    CONFIG,
+    producer=True,
 )
 
 
@@ -112,11 +101,7 @@ def check_values(values: dict[str, Any]) -> dict[str, Any]:
         raise FlagError("--destination-topic is invalid")
     if not is_valid_channel_name(values["channel"]):
         raise FlagError("--channel is invalid")
-    nsqd, lookupd = values["nsqd_tcp_addresses"], values["lookupd_http_addresses"]
-    if not nsqd and not lookupd:
-        raise FlagError("--nsqd-tcp-address or --lookupd-http-address required")
-    if nsqd and lookupd:
-        raise FlagError("use --nsqd-tcp-address or --lookupd-http-address not both")
+    check_sources(values["nsqd_tcp_addresses"], values["lookupd_http_addresses"])
     if not values["destination_nsqd_tcp_addresses"]:
         raise FlagError("--destination-nsqd-tcp-address required")
     for address in values["destination_nsqd_tcp_addresses"]:
@@ -126,11 +111,11 @@ def check_values(values: dict[str, Any]) -> dict[str, Any]:
             raise FlagError(f"--destination-nsqd-tcp-address: {e}") from None
     if values["max_in_flight"] < 1:
         raise FlagError("--max-in-flight must be at least 1")
-    user_agent = f"{PROGRAM}/{VERSION_STRING} {USER_AGENT}"
+    agent = user_agent(PROGRAM)
     consumer_options = parse_options(values["consumer_opt"], "consumer-opt", consumer=True)
-    consumer_options.setdefault("user_agent", user_agent)
+    consumer_options.setdefault("user_agent", agent)
     producer_options = parse_options(values["producer_opt"], "producer-opt", consumer=False)
-    producer_options.setdefault("user_agent", user_agent)
+    producer_options.setdefault("user_agent", agent)
     values["consumer_options"] = consumer_options
     values["producer_options"] = producer_options
     return values
@@ -164,12 +149,7 @@ class Republisher:
         self._require_value = require_value
         self._whitelist = list(whitelist)
         self._log = log
-        addresses = list(producers)
-        self._per_address = {
-            address: TimerMetrics(status_every if len(addresses) > 1 else 0, f"[{address}]:", log)
-            for address in addresses
-        }
-        self._aggregate = TimerMetrics(status_every, "[aggregate]:", log)
+        self._timers = HostTimers(list(producers), status_every, log)
 
     def handler(self, destination_topic: str) -> Callable[[Message], Deferred[None] | None]:
         """The handler for a consumer whose messages go to C{destination_topic}."""
@@ -195,9 +175,7 @@ class Republisher:
     def _answered(self, result: object, pick: Pick) -> object:
         ok = not isinstance(result, Failure)
         pick.mark(ok)
-        duration = self._clock.seconds() - pick.started
-        self._per_address[pick.host].status(duration)
-        self._aggregate.status(duration)
+        self._timers.status(pick.host, self._clock.seconds() - pick.started)
         return result
 
 
@@ -219,42 +197,26 @@ def run(reactor: Any, values: dict[str, Any], stderr: TextIO) -> Deferred[None]:
         status_every=values["status_every"],
     )
     consumers = [
-        Consumer(
-            topic,
-            values["channel"],
-            republisher.handler(values["destination_topic"] or topic),
-            values["nsqd_tcp_addresses"],
-            values["max_in_flight"],
-            lookupd_http_addresses=values["lookupd_http_addresses"],
-            reactor=reactor,
-            **values["consumer_options"],
-        )
+        make_consumer(reactor, values, topic, republisher.handler(values["destination_topic"] or topic))
         for topic in values["topics"]
     ]
     for consumer in consumers:
         consumer.start()
-    finished: Deferred[None] = Deferred()
 
     def stop_producers(_: object) -> Deferred[Any]:
         # After the consumers: their stop waits for the acks of the publishes in flight.
         return DeferredList([producer.stop() for producer in producers.values()], consumeErrors=True)
 
-    def on_shutdown() -> Deferred[Any]:
+    def stop() -> Deferred[Any]:
         stopped: Deferred[Any] = DeferredList([consumer.stop() for consumer in consumers], consumeErrors=True)
-        stopped.addCallback(stop_producers)
-        return stopped.addBoth(lambda _: None if finished.called else finished.callback(None))
+        return stopped.addCallback(stop_producers)
 
-    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
-    return finished
+    return run_until_shutdown(reactor, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The C{nsq_to_nsq} console script."""
-    from twisted.internet.task import react
-
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    checked = parse_checked(PROGRAM, NSQ_FLAGS, arguments, check_values, stdout=sys.stdout, stderr=sys.stderr)
-    react(run, (checked, sys.stderr))
+    run_console(PROGRAM, NSQ_FLAGS, argv, check_values, run, sys.stderr)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from twisted_nsq._cli import FlagError, FlagSpec, Kind
 from twisted_nsq.apps._common import CONFIG, NSQD_TCP_ADDRESS, PRODUCER_OPT, VERSION, parse_options
-from twisted_nsq.apps._console import parse_checked
+from twisted_nsq.apps._console import run_console
 from twisted_nsq.client import Producer
 
 PROGRAM = "to_nsq"
@@ -247,13 +247,7 @@ def run(reactor: Any, values: dict[str, Any], stderr: TextIO) -> Deferred[None]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The C{to_nsq} console script."""
-    from twisted.internet.task import react
-
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    checked = parse_checked(
-        PROGRAM, TO_NSQ_FLAGS, arguments, check_values, stdout=sys.stdout, stderr=sys.stderr
-    )
-    react(run, (checked, sys.stderr))
+    run_console(PROGRAM, TO_NSQ_FLAGS, argv, check_values, run, sys.stderr)
 
 
 if __name__ == "__main__":

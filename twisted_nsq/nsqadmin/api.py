@@ -36,6 +36,7 @@ from twisted_nsq._http import (
     seconds_to_ns,
     v1_endpoint,
 )
+from twisted_nsq._httputil import LOG_LEVEL_NUMBERS, read_body, string_list
 from twisted_nsq._log import LOG_LEVELS
 from twisted_nsq.nsqadmin.acl import is_admin
 from twisted_nsq.nsqadmin.cluster import ACTIONS, HTTPClient
@@ -52,22 +53,10 @@ _T = TypeVar("_T")
 #: The largest C{PUT /config/:opt} body (Go reads at most 1 MiB).
 CONFIG_BODY_LIMIT = 1024 * 1024
 
-#: Go's numeric C{lg.LogLevel}s, which C{/config/log_level} reports.
-LOG_LEVEL_NUMBERS: dict[str, int] = {name: number for number, name in enumerate(LOG_LEVELS, start=1)}
-
 # Config name -> (option attribute, kind), for /config/:opt.
 _CONFIG_OPTIONS: dict[str, tuple[str, Kind]] = {
     spec.toml_key: (spec.key, spec.kind) for spec in NSQADMIN_FLAGS if spec.in_config
 }
-
-
-def _body(request: Request, limit: int = -1) -> bytes:
-    content = request.content
-    if content is None:
-        return b""
-    content.seek(0)
-    data: bytes = content.read(limit)
-    return data
 
 
 def _json_body(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
@@ -76,7 +65,7 @@ def _json_body(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
     JSON value must be an object (or C{null}); missing fields are empty; anything else is
     C{400 INVALID_BODY}.
     """
-    text = _body(request).decode("utf-8", "replace").lstrip()
+    text = read_body(request).decode("utf-8", "replace").lstrip()
     try:
         value, _ = json.JSONDecoder().raw_decode(text)
     except ValueError:
@@ -95,18 +84,6 @@ def _json_body(request: Request, fields: tuple[str, ...]) -> dict[str, str]:
         else:
             raise APIError(400, "INVALID_BODY")
     return found
-
-
-def _string_list(body: bytes) -> list[str]:
-    try:
-        value = json.loads(body.decode("utf-8", "replace"))
-    except ValueError:
-        raise APIError(400, "INVALID_VALUE") from None
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise APIError(400, "INVALID_VALUE")
-    return value
 
 
 class NSQAdminAPI:
@@ -404,11 +381,11 @@ class NSQAdminAPI:
         self._check_config_peer(request)
         options = self.options
         if request.method == b"PUT":
-            body = _body(request, CONFIG_BODY_LIMIT + 1)
+            body = read_body(request, CONFIG_BODY_LIMIT + 1)
             if not body or len(body) > CONFIG_BODY_LIMIT:
                 raise APIError(413, "INVALID_VALUE")
             if opt == "nsqlookupd_http_addresses":
-                addresses = _string_list(body)
+                addresses = string_list(body)
                 options.lookupd_http_addresses = addresses
                 self.view.lookupd_http_addresses = list(addresses)
             elif opt == "log_level":

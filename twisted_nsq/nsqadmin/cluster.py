@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import http
 import json
-import math
 import re
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar, cast
@@ -37,6 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_nsq._httputil import go_number
 from twisted_nsq.nsqadmin.interfaces import IClusterView, JSONObject, NodeNotFound, UpstreamError
 
 __all__ = ["ACTIONS", "ClusterView", "HTTPClient", "compare_versions", "join_host_port"]
@@ -118,13 +118,6 @@ def compare_versions(a: str, b: str) -> int:
     if pb is None:
         return -1
     return -1 if pa < pb else 1
-
-
-def _go_number(value: float) -> float | int:
-    """Go prints an integral float64 without a fraction: C{11506430048}, not C{11506430048.0}."""
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return value
 
 
 def _go_quote(body: bytes) -> str:
@@ -246,12 +239,12 @@ def _e2e_node(raw: object) -> JSONObject:
         value = item.get("value", 0)
         percentiles.append(
             {
-                "average": _go_number(value),
+                "average": go_number(value),
                 "count": count,
-                "max": _go_number(value),
-                "min": _go_number(value),
-                "quantile": _go_number(item.get("quantile", 0)),
-                "value": _go_number(value),
+                "max": go_number(value),
+                "min": go_number(value),
+                "quantile": go_number(item.get("quantile", 0)),
+                "value": go_number(value),
             }
         )
     return {"count": count, "percentiles": percentiles, "topic": "", "channel": "", "host": ""}
@@ -289,11 +282,11 @@ class _E2EAggregate:
     def to_json(self) -> JSONObject:
         percentiles = [
             {
-                "average": _go_number(entry["average"]),
-                "count": _go_number(entry["count"]),
-                "max": _go_number(entry["max"]),
-                "min": _go_number(entry["min"]),
-                "quantile": _go_number(quantile),
+                "average": go_number(entry["average"]),
+                "count": go_number(entry["count"]),
+                "max": go_number(entry["max"]),
+                "min": go_number(entry["min"]),
+                "quantile": go_number(quantile),
             }
             for quantile, entry in self._by_quantile.items()
         ]

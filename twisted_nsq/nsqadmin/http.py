@@ -18,14 +18,8 @@ from twisted.web import http
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from twisted_nsq._http import (
-    BodyLimit,
-    LimitedRequest,
-    LimitedSite,
-    go_duration,
-    respond_v1,
-    seconds_to_ns,
-)
+from twisted_nsq._http import BodyLimit, LimitedRequest, LimitedSite, respond_v1
+from twisted_nsq._httputil import log_request
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqadmin.api import CONFIG_BODY_LIMIT, NSQAdminAPI
 from twisted_nsq.nsqadmin.cluster import HTTPClient
@@ -134,16 +128,7 @@ class NSQAdminSite(LimitedSite):
     def log(self, request: http.Request) -> None:
         received: float | None = getattr(request, "received_at", None)
         elapsed = self.reactor.seconds() - received if received is not None else 0.0
-        peer = request.getClientAddress()  # type: ignore[no-untyped-call]
-        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-        _log.info(
-            "{status} {method} {uri} ({address}) {elapsed}",
-            status=request.code,
-            method=request.method.decode("latin-1"),
-            uri=request.uri.decode("latin-1"),
-            address=f"{host}:{port}" if host is not None else str(peer),
-            elapsed=go_duration(seconds_to_ns(max(elapsed, 0.0))),
-        )
+        log_request(_log, request, max(elapsed, 0.0))
 
 
 class NSQAdminHTTP:

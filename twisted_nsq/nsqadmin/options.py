@@ -14,8 +14,15 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from twisted_nsq._cli import CONFIG_FLAG, VERSION_FLAG, FlagSpec, Kind, resolve
+from twisted_nsq._cli import CONFIG_FLAG, VERSION_FLAG, FlagSpec, Kind
 from twisted_nsq._log import LOG_LEVELS
+from twisted_nsq._options import (
+    check_log_level,
+    check_not_negative,
+    flag_maker,
+    options_from,
+    parse_options_from,
+)
 
 
 @attrs.define
@@ -67,8 +74,7 @@ class NSQAdminOptions:
 
         @raise ValueError: with Go's message, for the first setting that is wrong.
         """
-        if self.log_level not in LOG_LEVELS:
-            raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)} (got {self.log_level!r})")
+        check_log_level(self.log_level)
         if not self.nsqd_http_addresses and not self.lookupd_http_addresses:
             raise ValueError("--nsqd-http-address or --lookupd-http-address required")
         if self.nsqd_http_addresses and self.lookupd_http_addresses:
@@ -100,9 +106,7 @@ class NSQAdminOptions:
                 ) from None
         if self.statsd_interval < 0:
             raise ValueError("--statsd-interval must not be negative")
-        for name in ("http_client_connect_timeout", "http_client_request_timeout"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        check_not_negative(self, ("http_client_connect_timeout", "http_client_request_timeout"))
         self.base_path = normalize_base_path(self.base_path)
 
 
@@ -146,27 +150,7 @@ def _host_port_problem(address: str) -> str:
 
 
 def _flags() -> tuple[FlagSpec, ...]:
-    defaults = NSQAdminOptions()
-
-    def flag(
-        name: str,
-        kind: Kind,
-        help: str,
-        *,
-        attr: str = "",
-        config_key: str = "",
-        choices: tuple[str, ...] = (),
-    ) -> FlagSpec:
-        return FlagSpec(
-            name=name,
-            kind=kind,
-            default=getattr(defaults, attr or name.replace("-", "_")),
-            help=help,
-            attr=attr,
-            config_key=config_key,
-            choices=choices,
-        )
-
+    flag = flag_maker(NSQAdminOptions())
     STR, DUR, BOOL, LIST = Kind.STRING, Kind.DURATION, Kind.BOOL, Kind.STRING_LIST
     return (
         FlagSpec(VERSION_FLAG, BOOL, False, "print version string", in_config=False),
@@ -247,22 +231,12 @@ def _flags() -> tuple[FlagSpec, ...]:
 #: nsqadmin's flags (Go's flag set); defaults come from L{NSQAdminOptions}.
 NSQADMIN_FLAGS: tuple[FlagSpec, ...] = _flags()
 
-_OPTION_FIELDS = frozenset(attrs.fields_dict(NSQAdminOptions))
-
 
 def options_from_values(values: dict[str, object]) -> NSQAdminOptions:
-    """Build L{NSQAdminOptions} from L{resolve}'s result, ignoring the flags that are not settings."""
-    return NSQAdminOptions(**{key: value for key, value in values.items() if key in _OPTION_FIELDS})  # type: ignore[arg-type]
+    """L{NSQAdminOptions} from L{twisted_nsq._cli.resolve}'s result (see L{options_from})."""
+    return options_from(NSQAdminOptions, values)
 
 
 def parse_nsqadmin_args(argv: Sequence[str]) -> NSQAdminOptions:
-    """
-    Parse an nsqadmin command line (Go flag syntax, C{--config} TOML) into options; not yet
-    validated.
-
-    @raise twisted_nsq._cli.FlagError: a bad flag or value.
-    @raise twisted_nsq._cli.HelpRequested: C{-h}/C{--help}.
-    @raise twisted_nsq._cli.VersionRequested: C{--version}.
-    @raise twisted_nsq._cli.ConfigError: an unreadable or wrong config file.
-    """
-    return options_from_values(resolve(NSQADMIN_FLAGS, argv))
+    """An nsqadmin command line as L{NSQAdminOptions}, not yet validated (see L{parse_options_from})."""
+    return parse_options_from(NSQAdminOptions, NSQADMIN_FLAGS, argv)

@@ -264,29 +264,37 @@ def _is_ordered(stats: Mapping[str, Any]) -> bool:
     return any(isinstance(n, Mapping) and n.get("ordered") is True for n in stats.get("nodes") or [])
 
 
-def channel_row(stats: Mapping[str, Any]) -> dict[str, Any]:
-    """The columns of one channel (aggregated or one node's)."""
+def _queue_columns(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns a topic and a channel share: names, depths, message count, paused, E2E."""
     depth = _int(stats, "depth")
     backend = _int(stats, "backend_depth")
     memory = stats.get("memory_depth")
     return {
         "topic": str(stats.get("topic_name", "")),
-        "channel": str(stats.get("channel_name", "")),
         "node": str(stats.get("node", "")),
         "hostname": str(stats.get("hostname", "")),
         "depth": depth,
         "memory_depth": memory if isinstance(memory, int) else depth - backend,
         "backend_depth": backend,
-        "in_flight": _int(stats, "in_flight_count"),
-        "deferred": _int(stats, "deferred_count"),
-        "requeued": _int(stats, "requeue_count"),
-        "timed_out": _int(stats, "timeout_count"),
         "messages": _int(stats, "message_count"),
-        "clients": _int(stats, "client_count"),
         "paused": stats.get("paused") is True,
-        "ordered": _is_ordered(stats),
         "e2e": percentiles(stats),
     }
+
+
+def channel_row(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of one channel (aggregated or one node's)."""
+    row = _queue_columns(stats)
+    row.update(
+        channel=str(stats.get("channel_name", "")),
+        in_flight=_int(stats, "in_flight_count"),
+        deferred=_int(stats, "deferred_count"),
+        requeued=_int(stats, "requeue_count"),
+        timed_out=_int(stats, "timeout_count"),
+        clients=_int(stats, "client_count"),
+        ordered=_is_ordered(stats),
+    )
+    return row
 
 
 def topic_row(stats: Mapping[str, Any]) -> dict[str, Any]:
@@ -295,26 +303,11 @@ def topic_row(stats: Mapping[str, Any]) -> dict[str, Any]:
     the in-flight, deferred, requeued, timed-out and connection counts summed over its channels.
     """
     channels = [channel_row(c) for c in stats.get("channels") or [] if isinstance(c, Mapping)]
-    depth = _int(stats, "depth")
-    backend = _int(stats, "backend_depth")
-    memory = stats.get("memory_depth")
-    return {
-        "topic": str(stats.get("topic_name", "")),
-        "node": str(stats.get("node", "")),
-        "hostname": str(stats.get("hostname", "")),
-        "depth": depth,
-        "memory_depth": memory if isinstance(memory, int) else depth - backend,
-        "backend_depth": backend,
-        "in_flight": sum(c["in_flight"] for c in channels),
-        "deferred": sum(c["deferred"] for c in channels),
-        "requeued": sum(c["requeued"] for c in channels),
-        "timed_out": sum(c["timed_out"] for c in channels),
-        "messages": _int(stats, "message_count"),
-        "clients": sum(c["clients"] for c in channels),
-        "paused": stats.get("paused") is True,
-        "e2e": percentiles(stats),
-        "channels": channels,
-    }
+    row = _queue_columns(stats)
+    for key in ("in_flight", "deferred", "requeued", "timed_out", "clients"):
+        row[key] = sum(c[key] for c in channels)
+    row["channels"] = channels
+    return row
 
 
 def _safe_link(url: object) -> str | None:

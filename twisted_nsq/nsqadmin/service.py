@@ -14,16 +14,16 @@ from typing import Any
 
 import treq
 from OpenSSL import SSL
-from twisted.application.service import MultiService
 from twisted.internet import ssl
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from twisted_nsq._listen import ListenAddress, StartupError, describe_port, display_address, listen_now
+from twisted_nsq._listen import ListenAddress, StartupError
+from twisted_nsq._service import DrainingService, bind_listener, close_listener
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqadmin.cluster import ClusterView
 from twisted_nsq.nsqadmin.http import NSQAdminHTTP, PagesFactory
@@ -167,7 +167,7 @@ class TreqClient:
         return decoded
 
 
-class NSQAdminService(MultiService):
+class NSQAdminService(DrainingService):
     """
     Runs one nsqadmin: the cluster view, the upstream HTTP client and the HTTP listener.
 
@@ -189,16 +189,6 @@ class NSQAdminService(MultiService):
         self.view: ClusterView | None = None
         self.http: NSQAdminHTTP | None = None
         self.http_listening_port: IListeningPort | None = None
-
-    def startService(self) -> None:
-        if self.running:
-            return
-        try:
-            self._start()
-        except BaseException:
-            self._undo_start()
-            raise
-        super().startService()  # type: ignore[no-untyped-call]
 
     def _start(self) -> None:
         options = self.options
@@ -229,13 +219,7 @@ class NSQAdminService(MultiService):
         self.http = NSQAdminHTTP(view, options, http=client, notifier=notifier, pages=self._pages)
         site = self.http.site(self._reactor)
         site.noisy = False
-        try:
-            port = listen_now(self._reactor, address, site)
-        except StartupError as e:
-            raise StartupError(f"listen ({display_address(address)}) failed - {e}") from None
-        self.http_listening_port = port
-        printable, _ = describe_port(port)
-        _log.info("HTTP: listening on {address}", address=printable)
+        self.http_listening_port = bind_listener(self._reactor, _log, "HTTP", address, site)
 
     def _undo_start(self) -> None:
         if self.http_listening_port is not None:
@@ -245,24 +229,9 @@ class NSQAdminService(MultiService):
             self.pool.closeCachedConnections()  # type: ignore[no-untyped-call]
         self.pool = None
 
-    def stopService(self) -> Deferred[None]:
-        if not self.running:
-            return succeed(None)
-        return ensureDeferred(self._drain())
-
     async def _drain(self) -> None:
-        try:
-            port = self.http_listening_port
-            if port is not None:
-                printable, _ = describe_port(port)
-                _log.info("HTTP: closing {address}", address=printable)
-                stopped = port.stopListening()
-                if stopped is not None:
-                    await stopped
-            self.http_listening_port = None
-            if self.pool is not None:
-                await self.pool.closeCachedConnections()  # type: ignore[no-untyped-call]
-            self.pool = None
-            await super().stopService()  # type: ignore[no-untyped-call]
-        finally:
-            self.running = False
+        await close_listener(_log, "HTTP", self.http_listening_port)
+        self.http_listening_port = None
+        if self.pool is not None:
+            await self.pool.closeCachedConnections()  # type: ignore[no-untyped-call]
+        self.pool = None

@@ -7,40 +7,24 @@ flag; 1 when the config file, the options or a listener stop nsqlookupd from sta
 
 from __future__ import annotations
 
-import datetime
-import sys
 from collections.abc import Sequence
+from typing import Any
 
-from twisted_nsq._cli import ConfigError, parse_or_exit
-from twisted_nsq._log import format_line
-from twisted_nsq._runner import serve
-from twisted_nsq.nsqlookupd.options import NSQLOOKUPD_FLAGS, options_from_values
+from twisted.application.service import IService
 
-#: The prefix of lines written before the options (and so C{--log-prefix}) are known.
-DEFAULT_PREFIX = "[nsqlookupd] "
+from twisted_nsq._daemon import run_daemon
+from twisted_nsq.nsqlookupd.options import NSQLOOKUPD_FLAGS, NSQLookupdOptions, options_from_values
+
+
+def _service(options: NSQLookupdOptions, reactor: Any) -> IService:
+    # Imported only now: --help and --version need none of the server.
+    from twisted_nsq.nsqlookupd.service import NSQLookupdService
+
+    return NSQLookupdService(options, reactor)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run nsqlookupd until SIGINT or SIGTERM; exits the process with nsqlookupd's exit status."""
     from twisted.internet import reactor
 
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    try:
-        values = parse_or_exit(
-            "nsqlookupd", NSQLOOKUPD_FLAGS, arguments, stdout=sys.stdout, stderr=sys.stderr
-        )
-    except ConfigError as e:
-        sys.stderr.write(format_line(DEFAULT_PREFIX, "FATAL", str(e), datetime.datetime.now()))
-        raise SystemExit(1) from None
-    options = options_from_values(values)
-    # Imported only now: --help and --version need none of the server.
-    from twisted_nsq.nsqlookupd.service import NSQLookupdService, StartupError
-
-    serve(
-        "nsqlookupd",
-        reactor,
-        NSQLookupdService(options, reactor),
-        (StartupError,),
-        options.log_prefix,
-        options.log_level,
-    )
+    run_daemon("nsqlookupd", reactor, NSQLOOKUPD_FLAGS, argv, options_from_values, _service)

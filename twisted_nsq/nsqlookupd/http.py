@@ -34,12 +34,12 @@ from twisted_nsq._http import (
     BodyLimit,
     LimitedSite,
     Query,
-    go_duration,
     install_fallbacks,
     respond_plain,
     seconds_to_ns,
     v1_endpoint,
 )
+from twisted_nsq._httputil import log_request
 from twisted_nsq._version import NSQ_VERSION
 from twisted_nsq.nsqlookupd.core import NSQLookupd
 from twisted_nsq.nsqlookupd.registration import PeerInfo
@@ -117,16 +117,7 @@ class LookupdHTTP:
         def logged(request: Request, /, *args: Any, **kwargs: Any) -> bytes | Deferred[bytes]:
             start = clock.seconds()
             body = endpoint(request, *args, **kwargs)
-            peer = request.getClientAddress()  # type: ignore[no-untyped-call]
-            host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-            log.info(
-                "{status} {method} {uri} ({address}) {elapsed}",
-                status=request.code,
-                method=request.method.decode("latin-1"),
-                uri=request.uri.decode("latin-1"),
-                address=f"{host}:{port}" if host is not None else str(peer),
-                elapsed=go_duration(seconds_to_ns(clock.seconds() - start)),
-            )
+            log_request(log, request, clock.seconds() - start)
             return body
 
         return logged

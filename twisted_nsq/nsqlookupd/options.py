@@ -12,8 +12,15 @@ from collections.abc import Sequence
 
 import attrs
 
-from twisted_nsq._cli import CONFIG_FLAG, VERSION_FLAG, FlagSpec, Kind, resolve
+from twisted_nsq._cli import CONFIG_FLAG, VERSION_FLAG, FlagSpec, Kind
 from twisted_nsq._log import LOG_LEVELS
+from twisted_nsq._options import (
+    check_log_level,
+    check_not_negative,
+    flag_maker,
+    options_from,
+    parse_options_from,
+)
 
 
 def _hostname() -> str:
@@ -44,25 +51,12 @@ class NSQLookupdOptions:
 
         @raise ValueError: with a message naming the flag, for the first setting that is wrong.
         """
-        if self.log_level not in LOG_LEVELS:
-            raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)} (got {self.log_level!r})")
-        for name in ("inactive_producer_timeout", "tombstone_lifetime"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        check_log_level(self.log_level)
+        check_not_negative(self, ("inactive_producer_timeout", "tombstone_lifetime"))
 
 
 def _flags() -> tuple[FlagSpec, ...]:
-    defaults = NSQLookupdOptions()
-
-    def flag(name: str, kind: Kind, help: str, *, choices: tuple[str, ...] = ()) -> FlagSpec:
-        return FlagSpec(
-            name=name,
-            kind=kind,
-            default=getattr(defaults, name.replace("-", "_")),
-            help=help,
-            choices=choices,
-        )
-
+    flag = flag_maker(NSQLookupdOptions())
     STR, DUR, BOOL = Kind.STRING, Kind.DURATION, Kind.BOOL
     return (
         FlagSpec(VERSION_FLAG, BOOL, False, "print the version and exit", in_config=False),
@@ -93,22 +87,12 @@ def _flags() -> tuple[FlagSpec, ...]:
 #: nsqlookupd's flags, in the order of its usage text; defaults come from L{NSQLookupdOptions}.
 NSQLOOKUPD_FLAGS: tuple[FlagSpec, ...] = _flags()
 
-_OPTION_FIELDS = frozenset(attrs.fields_dict(NSQLookupdOptions))
-
 
 def options_from_values(values: dict[str, object]) -> NSQLookupdOptions:
-    """Build L{NSQLookupdOptions} from L{resolve}'s result, ignoring the flags that are not settings."""
-    return NSQLookupdOptions(**{key: value for key, value in values.items() if key in _OPTION_FIELDS})  # type: ignore[arg-type]
+    """L{NSQLookupdOptions} from L{twisted_nsq._cli.resolve}'s result (see L{options_from})."""
+    return options_from(NSQLookupdOptions, values)
 
 
 def parse_nsqlookupd_args(argv: Sequence[str]) -> NSQLookupdOptions:
-    """
-    Parse an nsqlookupd command line (Go flag syntax, C{--config} TOML) into options; not yet
-    validated.
-
-    @raise twisted_nsq._cli.FlagError: a bad flag or value.
-    @raise twisted_nsq._cli.HelpRequested: C{-h}/C{--help}.
-    @raise twisted_nsq._cli.VersionRequested: C{--version}.
-    @raise twisted_nsq._cli.ConfigError: an unreadable or wrong config file.
-    """
-    return options_from_values(resolve(NSQLOOKUPD_FLAGS, argv))
+    """An nsqlookupd command line as L{NSQLookupdOptions}, not yet validated (see L{parse_options_from})."""
+    return parse_options_from(NSQLookupdOptions, NSQLOOKUPD_FLAGS, argv)

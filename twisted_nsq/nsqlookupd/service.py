@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import platform
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 
-from twisted_nsq._listen import (
-    ListenAddress,
-    StartupError,
-    describe_port,
-    display_address,
-    listen_now,
-)
+from twisted_nsq._listen import ListenAddress, StartupError, describe_port
+from twisted_nsq._service import DrainingService, bind_listener, close_listener
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqlookupd.core import NSQLookupd
 from twisted_nsq.nsqlookupd.http import LookupdHTTP
@@ -33,7 +26,7 @@ __all__ = ["NSQLookupdService", "StartupError"]
 _log = Logger()
 
 
-class NSQLookupdService(MultiService):
+class NSQLookupdService(DrainingService):
     """
     Runs one nsqlookupd: the registration core, the TCP listener nsqd nodes register through, and
     the HTTP listener clients look producers up on.
@@ -52,16 +45,6 @@ class NSQLookupdService(MultiService):
         self.tcp_listening_port: IListeningPort | None = None
         self.http_listening_port: IListeningPort | None = None
 
-    def startService(self) -> None:
-        if self.running:
-            return
-        try:
-            self._start()
-        except BaseException:
-            self._undo_start()
-            raise
-        super().startService()  # type: ignore[no-untyped-call]
-
     def _start(self) -> None:
         options = self.options
         try:
@@ -79,21 +62,12 @@ class NSQLookupdService(MultiService):
         factory = self.factory = LookupdFactory(lookupd)
         # Twisted announces every factory start and stop at info level; lookupd's log has its own lines.
         factory.noisy = False
-        self.tcp_listening_port = self._bind("TCP", tcp, factory)
+        self.tcp_listening_port = bind_listener(self._reactor, _log, "TCP", tcp, factory)
         _, lookupd.tcp_port = describe_port(self.tcp_listening_port)
         site = LookupdHTTP(lookupd).site(self._reactor)
         site.noisy = False
-        self.http_listening_port = self._bind("HTTP", http, site)
+        self.http_listening_port = bind_listener(self._reactor, _log, "HTTP", http, site)
         _, lookupd.http_port = describe_port(self.http_listening_port)
-
-    def _bind(self, name: str, address: ListenAddress, factory: IProtocolFactory) -> IListeningPort:
-        try:
-            port = listen_now(self._reactor, address, factory)
-        except StartupError as e:
-            raise StartupError(f"listen ({display_address(address)}) failed - {e}") from None
-        printable, _ = describe_port(port)
-        _log.info("{protocol}: listening on {address}", protocol=name, address=printable)
-        return port
 
     def _undo_start(self) -> None:
         for port in (self.http_listening_port, self.tcp_listening_port):
@@ -101,31 +75,13 @@ class NSQLookupdService(MultiService):
                 port.stopListening()
         self.tcp_listening_port = self.http_listening_port = None
 
-    def stopService(self) -> Deferred[None]:
-        if not self.running:
-            return succeed(None)
-        return ensureDeferred(self._drain())
-
     async def _drain(self) -> None:
         # MultiService would stop the listeners concurrently; nsqlookupd's order is written out:
         # no new nsqd may connect while the registered ones are dropped, and clients can look
         # producers up until the last nsqd connection is gone.
-        try:
-            await self._close_port("TCP", self.tcp_listening_port)
-            self.tcp_listening_port = None
-            if self.factory is not None:
-                await self.factory.close_connections()
-            await self._close_port("HTTP", self.http_listening_port)
-            self.http_listening_port = None
-            await super().stopService()  # type: ignore[no-untyped-call]
-        finally:
-            self.running = False
-
-    async def _close_port(self, name: str, port: IListeningPort | None) -> None:
-        if port is None:
-            return
-        printable, _ = describe_port(port)
-        _log.info("{protocol}: closing {address}", protocol=name, address=printable)
-        stopped = port.stopListening()
-        if stopped is not None:
-            await stopped
+        await close_listener(_log, "TCP", self.tcp_listening_port)
+        self.tcp_listening_port = None
+        if self.factory is not None:
+            await self.factory.close_connections()
+        await close_listener(_log, "HTTP", self.http_listening_port)
+        self.http_listening_port = None
