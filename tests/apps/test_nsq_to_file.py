@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_nsq._cli import FlagError, resolve
+from twisted_nsq.apps._common import user_agent
 from twisted_nsq.apps._file_logger import (
     FileLogger,
     FileOptions,
@@ -627,7 +628,7 @@ class FlagTests(SynchronousTestCase):
         self.assertEqual(values["identifier"], "box")
         self.assertFalse(values["keep_rev"])
         self.assertIsNone(values["pattern"])
-        self.assertEqual(values["consumer_options"], {"user_agent": "nsq_to_file/1.3.0-twisted"})
+        self.assertEqual(values["consumer_options"], {"user_agent": user_agent("nsq_to_file")})
 
     def test_go_syntax(self) -> None:
         """Go flag syntax: single dashes, separate values, bare booleans, durations."""

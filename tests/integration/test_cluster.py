@@ -11,24 +11,22 @@ Go syntax (C{-lookupd-tcp-address=...}) that client libraries' test harnesses us
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration._daemon import NSQDProcess, run_pynsq, start_nsqd, start_nsqlookupd
+from tests.integration._wait import wait_until
 
 #: How long nsqd may take to register something with nsqlookupd.
 REGISTER_TIMEOUT = 10.0
 #: How long one HTTP call may take.
 HTTP_TIMEOUT = 10.0
 
-_T = TypeVar("_T")
 
 #: Consume a topic through nsqlookupd only, while more messages are published to each node.
 CONSUME = r"""
@@ -131,23 +129,6 @@ def http_json(hostport: str, path: str, **query: str) -> Any:
 def http_post(hostport: str, path: str, body: bytes = b"", **query: str) -> bytes:
     """POST to a daemon's HTTP API; the response body."""
     return _request("POST", hostport, path, body, query)
-
-
-def wait_until(what: str, probe: Callable[[], _T], done: Callable[[_T], bool], timeout: float) -> _T:
-    """
-    Call C{probe} until C{done} accepts its result or C{timeout} seconds pass; returns the
-    accepted result. The daemons are other processes, so there is nothing to wait on but this.
-
-    @raise AssertionError: the time ran out; the message holds the last result.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not so after {timeout}s; last seen {value!r}")
-        time.sleep(0.05)
 
 
 class ClusterTests(SynchronousTestCase):

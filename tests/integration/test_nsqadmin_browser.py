@@ -20,21 +20,20 @@ from __future__ import annotations
 import functools
 import json
 import re
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration._browser import Browser, check_installed, start_browser
-from tests.integration._daemon import NSQDProcess, start_nsqd, start_nsqlookupd
-from tests.integration._nsqadmin import start_nsqadmin
+from tests.integration._daemon import NSQDProcess
+from tests.integration._nsqadmin import start_admin_cluster
 from tests.integration._rawclient import RawClient
+from tests.integration._wait import wait_until
 
 #: How long a daemon may take to register something with nsqlookupd, or a page to show a change.
 SETTLE_TIMEOUT = 10.0
@@ -68,8 +67,6 @@ return Array.from(document.querySelectorAll('svg.chart')).map(function (svg) {
 });
 """
 
-_T = TypeVar("_T")
-
 
 # -- the daemons' HTTP APIs ---------------------------------------------------------------------
 
@@ -98,22 +95,6 @@ def http_json(url: str) -> Any:
     return json.loads(http_ok("GET", url))
 
 
-def wait_until(what: str, probe: Callable[[], _T], done: Callable[[_T], bool], timeout: float) -> _T:
-    """
-    Call C{probe} until C{done} accepts its result or C{timeout} seconds pass; the accepted result.
-
-    @raise AssertionError: the time ran out; the message holds the last result.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not so after {timeout}s; last seen {value!r}")
-        time.sleep(0.05)
-
-
 # -- the tests ----------------------------------------------------------------------------------
 
 
@@ -122,16 +103,8 @@ class NSQAdminBrowserTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         check_installed()
-        self.lookupd = start_nsqlookupd(self)
-        lookupd_tcp = self.lookupd.tcp_address[1]
-        self.nodes = [
-            start_nsqd(
-                self, f"--lookupd-tcp-address=127.0.0.1:{lookupd_tcp}", "--broadcast-address=127.0.0.1"
-            )
-            for _ in range(2)
-        ]
-        self.admin = start_nsqadmin(self, f"--lookupd-http-address={self.lookupd.http_hostport}")
-        self.base = f"http://{self.admin.http_hostport}"
+        cluster = start_admin_cluster(self)
+        self.lookupd, self.nodes, self.base = cluster.lookupd, cluster.nodes, cluster.base
         wait_until(
             "nsqlookupd lists both nsqd",
             lambda: len(http_json(f"http://{self.lookupd.http_hostport}/nodes")["producers"]),

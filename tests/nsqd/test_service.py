@@ -19,22 +19,15 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests._daemons import capture_messages, port_number, trial_reactor
 from twisted_nsq.nsqd.options import NSQDOptions
 from twisted_nsq.nsqd.service import DataPathLock, ListenAddress, NSQDService, StartupError
-
-
-def _reactor() -> IReactorTime:
-    """The reactor trial runs, handed explicitly to everything these tests build."""
-    from twisted.internet import reactor
-
-    return cast(IReactorTime, reactor)
 
 
 class ListenAddressTests(SynchronousTestCase):
@@ -166,18 +159,9 @@ class NSQDServiceTests(TestCase):
     """Real listeners on 127.0.0.1 with the real reactor."""
 
     def setUp(self) -> None:
-        self.reactor = _reactor()
+        self.reactor = trial_reactor()
         self.data_path = self.new_data_path()
-        self.messages: list[str] = []
-
-        def observe(event: LogEvent) -> None:
-            text = formatEvent(event)
-            if event.get("log_namespace", "").startswith("twisted_nsq"):
-                self.messages.append(text)
-
-        observer = cast(ILogObserver, observe)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.messages = capture_messages(self)
 
     def new_data_path(self) -> str:
         path: str = self.mktemp()
@@ -198,10 +182,7 @@ class NSQDServiceTests(TestCase):
         return service
 
     def port_of(self, service: NSQDService, name: str) -> int:
-        port = getattr(service, f"{name}_listening_port")
-        assert port is not None
-        number: int = port.getHost().port
-        return number
+        return port_number(getattr(service, f"{name}_listening_port"))
 
     async def connect(self, port: int) -> _Client:
         endpoint = TCP4ClientEndpoint(cast(IReactorTCP, self.reactor), "127.0.0.1", port, timeout=5)

@@ -4,16 +4,12 @@ Tests for L{twisted_nsq.nsqd.tap} and the C{nsqd} plugin: Go-style flags under C
 
 from __future__ import annotations
 
-import contextlib
-import io
-import platform
-
-from twisted.application.service import IServiceMaker
-from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests._daemons import assert_help, assert_make_service, assert_plugin, assert_version
 from twisted_nsq.nsqd.options import NSQDOptions
+from twisted_nsq.nsqd.service import NSQDService
 from twisted_nsq.nsqd.tap import Options, makeService
 
 
@@ -54,34 +50,18 @@ class OptionsTests(SynchronousTestCase):
 
     def test_help(self) -> None:
         """C{--help} prints nsqd's flags and exits 0."""
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), self.assertRaises(SystemExit) as caught:
-            Options().parseOptions(["--help"])
-        self.assertEqual(caught.exception.code, 0)
-        self.assertIn("Usage of nsqd:", out.getvalue())
-        self.assertIn("  -tcp-address string", out.getvalue())
+        assert_help(self, Options(), "nsqd", ["  -tcp-address string"])
 
     def test_version(self) -> None:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), self.assertRaises(SystemExit) as caught:
-            Options().parseOptions(["--version"])
-        self.assertEqual(caught.exception.code, 0)
-        self.assertEqual(out.getvalue(), f"nsqd v1.3.0-twisted (built w/python{platform.python_version()})\n")
+        assert_version(self, Options(), "nsqd")
 
     def test_make_service(self) -> None:
         """C{makeService} builds an unstarted L{NSQDService} from the parsed options."""
-        options = Options()
-        options.parseOptions(["--tcp-address=127.0.0.1:0"])
-        service = makeService(options)
-        self.assertIs(service.options, options.nsqd_options)
-        self.assertFalse(service.running)
+        argv = ["--tcp-address=127.0.0.1:0"]
+        assert_make_service(self, Options(), argv, makeService, NSQDService, lambda o: o.nsqd_options)
 
 
 class PluginTests(SynchronousTestCase):
     def test_discovered(self) -> None:
         """C{twist} finds the C{nsqd} plugin, which names the tap module."""
-        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
-        self.assertIn("nsqd", makers)
-        maker = makers["nsqd"]
-        self.assertEqual(maker.module, "twisted_nsq.nsqd.tap")  # type: ignore[attr-defined]
-        self.assertIsInstance(maker.options(), Options)
+        assert_plugin(self, "nsqd", "twisted_nsq.nsqd.tap", Options)

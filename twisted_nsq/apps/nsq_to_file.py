@@ -29,14 +29,13 @@ from zope.interface import implementer
 
 from twisted_nsq._cli import ConfigError, FlagError, FlagSpec, Kind, parse_command_line, parse_or_exit
 from twisted_nsq._log import level_named
-from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.apps._common import (
-    CONFIG,
-    CONSUMER_OPT,
-    LOOKUPD_HTTP_ADDRESS,
-    NSQD_TCP_ADDRESS,
-    VERSION,
+    MAX_IN_FLIGHT,
+    check_sources,
+    consumer_flags,
+    make_consumer,
     parse_options,
+    user_agent,
 )
 from twisted_nsq.apps._file_logger import (
     FileLogger,
@@ -51,12 +50,11 @@ PROGRAM = "nsq_to_file"
 
 _log = Logger()
 
-TO_FILE_FLAGS: tuple[FlagSpec, ...] = (
-    VERSION,
+TO_FILE_FLAGS: tuple[FlagSpec, ...] = consumer_flags(
     FlagSpec("log-level", Kind.STRING, "info", "set log verbosity: debug, info, warn, error, or fatal"),
     FlagSpec("log-prefix", Kind.STRING, "[nsq_to_file] ", "log message prefix"),
     FlagSpec("channel", Kind.STRING, "nsq_to_file", "nsq channel"),
-    FlagSpec("max-in-flight", Kind.INT, 200, "max number of messages to allow in flight"),
+    MAX_IN_FLIGHT,
     FlagSpec("output-dir", Kind.STRING, "/tmp", "directory to write output files to"),
     FlagSpec("work-dir", Kind.STRING, "", "directory for in-progress files before moving to output-dir"),
     FlagSpec(
@@ -89,11 +87,7 @@ TO_FILE_FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("sync-interval", Kind.DURATION, 30.0, "sync file to disk every duration"),
     FlagSpec("http-client-connect-timeout", Kind.DURATION, 2.0, "timeout for HTTP connect"),
     FlagSpec("http-client-request-timeout", Kind.DURATION, 5.0, "timeout for HTTP request"),
-    NSQD_TCP_ADDRESS,
-    LOOKUPD_HTTP_ADDRESS,
     FlagSpec("topic", Kind.STRING_LIST, [], "nsq topic (may be given multiple times)", attr="topics"),
-    CONSUMER_OPT,
-    CONFIG,
 )
 
 
@@ -118,9 +112,9 @@ def check_values(values: dict[str, Any], *, hostname: str, pid: int) -> dict[str
         raise FlagError("--http-client-request-timeout should be positive")
     nsqd, lookupd = values["nsqd_tcp_addresses"], values["lookupd_http_addresses"]
     if not nsqd and not lookupd:
+        # Go's nsq_to_file alone ends this message with a full stop.
         raise FlagError("--nsqd-tcp-address or --lookupd-http-address required.")
-    if nsqd and lookupd:
-        raise FlagError("use --nsqd-tcp-address or --lookupd-http-address not both")
+    check_sources(nsqd, lookupd)
     if not 1 <= values["gzip_level"] <= 9:
         raise FlagError(f"invalid --gzip-level value ({values['gzip_level']}), should be 1-9")
     if not values["topics"] and not values["topic_pattern"]:
@@ -172,7 +166,7 @@ def check_values(values: dict[str, Any], *, hostname: str, pid: int) -> dict[str
     options = parse_options(values["consumer_opt"], "consumer-opt", consumer=True)
     # The flag wins over a max_in_flight in --consumer-opt, as in Go.
     options.pop("max_in_flight", None)
-    options.setdefault("user_agent", f"{PROGRAM}/{VERSION_STRING}")
+    options.setdefault("user_agent", user_agent(PROGRAM))
     values["consumer_options"] = options
     return values
 
@@ -391,7 +385,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.python.threadpool import ThreadPool
 
     from twisted_nsq._log import GoLogObserver
-    from twisted_nsq.client import Consumer
 
     arguments = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -414,17 +407,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_io: Runner = functools.partial(deferToThreadPool, reactor, pool)
     http = _http_client(reactor, checked["http_client_connect_timeout"])
 
-    def make_consumer(topic: str, handler: Callable[[Any], object]) -> TopicConsumer:
-        return Consumer(
-            topic,
-            checked["channel"],
-            handler,
-            checked["nsqd_tcp_addresses"],
-            checked["max_in_flight"],
-            lookupd_http_addresses=checked["lookupd_http_addresses"],
-            reactor=reactor,
-            **checked["consumer_options"],
-        )
+    def consumer_of(topic: str, handler: Callable[[Any], object]) -> TopicConsumer:
+        return make_consumer(reactor, checked, topic, handler)
 
     status = 0
     stopping = False
@@ -442,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         status = 1
         shut_down("fatal error")
 
-    app = NSQToFile(checked, reactor, run_io, make_consumer, http, on_fatal=fatal)
+    app = NSQToFile(checked, reactor, run_io, consumer_of, http, on_fatal=fatal)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
 import socket
 import sys
 import threading
@@ -50,7 +49,6 @@ from twisted_nsq._http import (
     BodyLimit,
     LimitedSite,
     Query,
-    go_duration,
     install_fallbacks,
     is_cross_site,
     respond_plain,
@@ -58,6 +56,7 @@ from twisted_nsq._http import (
     seconds_to_ns,
     v1_endpoint,
 )
+from twisted_nsq._httputil import LOG_LEVEL_NUMBERS, log_request, read_body, string_list
 from twisted_nsq._log import LOG_LEVELS
 from twisted_nsq._version import NSQ_VERSION
 from twisted_nsq.nsqd.channel import Channel
@@ -77,8 +76,6 @@ _Endpoint = Callable[..., "bytes | Deferred[bytes]"]
 #: Body limit of the endpoints that take no body (Go has none; it reads whatever comes).
 SMALL_BODY_LIMIT = 64 * 1024
 
-#: Go's C{lg.LogLevel} numbers, which C{/config/log_level} reports.
-LOG_LEVEL_NUMBERS: dict[str, int] = {name: number for number, name in enumerate(LOG_LEVELS, start=1)}
 #: Go's C{TLSRequired} constants, which C{/config/tls_required} reports.
 TLS_REQUIRED_NUMBERS = {"false": 0, "tcp-https": 1, "true": 2}
 
@@ -94,15 +91,6 @@ _CONFIG_OPTIONS: dict[str, tuple[str, Kind]] = {
 def _go_int64(value: int) -> int:
     """Wrap like Go's int64 arithmetic (for C{time.Duration(ms) * time.Millisecond})."""
     return (value + _INT64_HALF) % _INT64 - _INT64_HALF
-
-
-def _read(request: Request, limit: int = -1) -> bytes:
-    content = request.content
-    if content is None:
-        return b""
-    content.seek(0)
-    data: bytes = content.read(limit)
-    return data
 
 
 #: The pre-1.0 aliases that change something although they answer GET too.
@@ -242,18 +230,7 @@ class NSQDHTTP:
         def logged(request: Request, /, *args: Any, **kwargs: Any) -> bytes | Deferred[bytes]:
             start = clock.seconds()
             body = endpoint(request, *args, **kwargs)
-            elapsed = go_duration(seconds_to_ns(clock.seconds() - start))
-            peer = request.getClientAddress()  # type: ignore[no-untyped-call]
-            host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-            address = f"{host}:{port}" if host is not None else str(peer)
-            log.info(
-                "{status} {method} {uri} ({address}) {elapsed}",
-                status=request.code,
-                method=request.method.decode("latin-1"),
-                uri=request.uri.decode("latin-1"),
-                address=address,
-                elapsed=elapsed,
-            )
+            log_request(log, request, clock.seconds() - start)
             return body
 
         return logged
@@ -389,7 +366,7 @@ class NSQDHTTP:
         """POST /pub?topic=&defer=: one message; the body is checked before the topic."""
         options = self.nsqd.options
         limit = options.max_msg_size
-        body = _read(request, limit + 1)
+        body = read_body(request, limit + 1)
         if len(body) > limit:
             raise APIError(413, "MSG_TOO_BIG")
         if not body:
@@ -422,11 +399,11 @@ class NSQDHTTP:
                 log.warn("deprecated value '{value}' used for /mpub binary param", value=value)
         if binary:
             try:
-                bodies = parse_mpub_body(_read(request), options.max_msg_size, max_body)
+                bodies = parse_mpub_body(read_body(request), options.max_msg_size, max_body)
             except NSQError as e:
                 raise APIError(413, e.code[2:]) from None
         else:
-            bodies = self._text_messages(_read(request, max_body + 1), max_body, options.max_msg_size)
+            bodies = self._text_messages(read_body(request, max_body + 1), max_body, options.max_msg_size)
         return self._publish(topic, bodies)
 
     @staticmethod
@@ -532,11 +509,11 @@ class NSQDHTTP:
         options = self.nsqd.options
         if request.method == b"PUT":
             limit = options.max_msg_size
-            body = _read(request, limit + 1)
+            body = read_body(request, limit + 1)
             if len(body) > limit or not body:
                 raise APIError(413, "INVALID_VALUE")
             if opt == "nsqlookupd_tcp_addresses":
-                addresses = _string_list(body)
+                addresses = string_list(body)
                 options.lookupd_tcp_addresses = addresses
                 changed = getattr(self.nsqd, "lookupd_addresses_changed", None)
                 if changed is not None:
@@ -617,19 +594,6 @@ def gc_report() -> dict[str, Any]:
         "uncollectable": len(gc.garbage),
         "frozen": gc.get_freeze_count(),
     }
-
-
-def _string_list(body: bytes) -> list[str]:
-    """A JSON array of strings, as Go's json.Unmarshal into []string accepts it (null is empty)."""
-    try:
-        value = json.loads(body.decode("utf-8", "replace"))
-    except ValueError:
-        raise APIError(400, "INVALID_VALUE") from None
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise APIError(400, "INVALID_VALUE")
-    return value
 
 
 def make_site(

@@ -13,8 +13,15 @@ from collections.abc import Sequence
 
 import attrs
 
-from twisted_nsq._cli import CONFIG_FLAG, VERSION_FLAG, FlagSpec, Kind, resolve
+from twisted_nsq._cli import CONFIG_FLAG, VERSION_FLAG, FlagSpec, Kind
 from twisted_nsq._log import LOG_LEVELS
+from twisted_nsq._options import (
+    check_log_level,
+    check_not_negative,
+    flag_maker,
+    options_from,
+    parse_options_from,
+)
 from twisted_nsq.nsqd.ordered import check_patterns
 from twisted_nsq.wire.ids import MAX_NODE_ID, default_node_id
 
@@ -177,8 +184,7 @@ class NSQDOptions:
                 raise ValueError(
                     f"invalid E2E processing latency percentile: {percentile} (must be in (0,1])"
                 )
-        if self.log_level not in LOG_LEVELS:
-            raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)} (got {self.log_level!r})")
+        check_log_level(self.log_level)
         if self.auth_http_request_method not in AUTH_HTTP_REQUEST_METHODS:
             raise ValueError(
                 f"--auth-http-request-method must be get or post (got {self.auth_http_request_method!r})"
@@ -191,12 +197,7 @@ class NSQDOptions:
                 )
         self._validate_tls()
         check_patterns(self.ordered_channel)
-        for name in _DURATION_FIELDS:
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
-        for name in _COUNT_FIELDS:
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        check_not_negative(self, (*_DURATION_FIELDS, *_COUNT_FIELDS))
         if self.client_timeout <= 0:
             raise ValueError("client_timeout must be positive")
 
@@ -254,28 +255,7 @@ _COUNT_FIELDS = (
 
 
 def _flags() -> tuple[FlagSpec, ...]:
-    defaults = NSQDOptions()
-
-    def flag(
-        name: str,
-        kind: Kind,
-        help: str,
-        *,
-        attr: str = "",
-        config_key: str = "",
-        choices: tuple[str, ...] = (),
-    ) -> FlagSpec:
-        key = attr or name.replace("-", "_")
-        return FlagSpec(
-            name=name,
-            kind=kind,
-            default=getattr(defaults, key),
-            help=help,
-            attr=attr,
-            config_key=config_key,
-            choices=choices,
-        )
-
+    flag = flag_maker(NSQDOptions())
     STR, INT, DUR, BOOL = Kind.STRING, Kind.INT, Kind.DURATION, Kind.BOOL
     return (
         FlagSpec(VERSION_FLAG, BOOL, False, "print the version and exit", in_config=False),
@@ -419,21 +399,12 @@ def _flags() -> tuple[FlagSpec, ...]:
 #: nsqd's flags, in the order of its usage text's sections; defaults come from L{NSQDOptions}.
 NSQD_FLAGS: tuple[FlagSpec, ...] = _flags()
 
-_OPTION_FIELDS = frozenset(attrs.fields_dict(NSQDOptions))
-
 
 def options_from_values(values: dict[str, object]) -> NSQDOptions:
-    """Build L{NSQDOptions} from L{resolve}'s result, ignoring the flags that are not settings."""
-    return NSQDOptions(**{key: value for key, value in values.items() if key in _OPTION_FIELDS})  # type: ignore[arg-type]
+    """L{NSQDOptions} from L{twisted_nsq._cli.resolve}'s result (see L{options_from})."""
+    return options_from(NSQDOptions, values)
 
 
 def parse_nsqd_args(argv: Sequence[str]) -> NSQDOptions:
-    """
-    Parse an nsqd command line (Go flag syntax, C{--config} TOML) into options; not yet validated.
-
-    @raise twisted_nsq._cli.FlagError: a bad flag or value.
-    @raise twisted_nsq._cli.HelpRequested: C{-h}/C{--help}.
-    @raise twisted_nsq._cli.VersionRequested: C{--version}.
-    @raise twisted_nsq._cli.ConfigError: an unreadable or wrong config file.
-    """
-    return options_from_values(resolve(NSQD_FLAGS, argv))
+    """An nsqd command line as L{NSQDOptions}, not yet validated (see L{parse_options_from})."""
+    return parse_options_from(NSQDOptions, NSQD_FLAGS, argv)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from zope.interface import implementer
 
 from twisted_nsq._http import go_duration
+from twisted_nsq._httputil import go_number
 from twisted_nsq._version import NSQ_VERSION, VERSION_STRING
 from twisted_nsq.nsqd.channel import Channel
 from twisted_nsq.nsqd.message import Message
@@ -61,11 +62,6 @@ def version_line(app: str = "nsqd") -> str:
 
 
 # -- e2e latency --------------------------------------------------------------------------------
-
-
-def _go_number(value: float) -> float | int:
-    # Go prints an integral float64 without a fraction (11506430048, not 11506430048.0).
-    return int(value) if float(value).is_integer() else value
 
 
 def _disabled() -> dict[str, Any]:
@@ -169,7 +165,7 @@ def quantile_result(percentiles: list[float], streams: Iterable[E2ELatency]) -> 
                 if running >= target:
                     value = sample
                     break
-        out.append({"quantile": _go_number(quantile), "value": value})
+        out.append({"quantile": go_number(quantile), "value": value})
     return {"count": total, "percentiles": out}
 
 
