@@ -1,9 +1,12 @@
 """
 C{python -m bench}: run the workloads against our nsqd, print the tables, write the JSON.
 
-C{--quick} is a ~45 s smoke run that leaves out the full-run-only workloads (C{backlog-5m}),
-C{--only NAME} (repeatable) picks workloads, C{--nsqd PATH} benchmarks another nsqd executable
-that takes the same flags.
+By default (C{make bench}) every repeated workload runs C{--runs} times (3) back to back, each
+run with its own nsqd, and the tables show the medians; the scale workloads run once. C{--quick}
+is a ~1 minute smoke run (smaller workloads, one run, 1,000 connections and topics),
+C{--extras} adds the workloads that are not in the default run (HTTP, nsqlookupd, --durable,
+twisted-nsq's client, the 5M backlog), C{--only NAME} (repeatable) picks workloads, and
+C{--nsqd PATH} benchmarks another nsqd executable that takes the same flags.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.profile import ProfilerError, find_py_spy
-from bench.report import GO_REFERENCE, render
+from bench.report import GO_REFERENCE, aggregate, render
 from bench.server import default_nsqd
-from bench.workloads import FULL_ONLY, ROOT, WORKLOADS, Settings
+from bench.workloads import EXTRAS, ONCE, REPEATED, ROOT, WORKLOADS, Settings
 
 
 def _git_revision() -> str | None:
@@ -51,14 +54,29 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _run(name: str, settings: Settings, run: int, runs: int) -> tuple[list[dict[str, Any]], str | None]:
+    """One run of one workload: its rows, or the error that stopped it (printed, not raised)."""
+    label = f"{name} ({run}/{runs})" if runs > 1 else name
+    print(f"running {label} ...", end=" ", file=sys.stderr, flush=True)
+    began = time.monotonic()
+    try:
+        rows = [{"workload": name, "run": run, **row} for row in WORKLOADS[name](settings)]
+    except Exception as error:
+        print(file=sys.stderr)
+        traceback.print_exc()
+        return [], f"{type(error).__name__}: {error}"
+    print(f"{time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
+    return rows, None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument(
-        "--quick", action="store_true", help="small workloads, without backlog-5m: a ~45 s smoke run"
-    )
+    parser.add_argument("--quick", action="store_true", help="small workloads, one run each: a smoke run")
+    parser.add_argument("--extras", action="store_true", help="also run the extra workloads, once each")
     parser.add_argument(
         "--only", action="append", choices=list(WORKLOADS), metavar="NAME", help="run only NAME"
     )
+    parser.add_argument("--runs", type=int, help="runs of each repeated workload (default 3, --quick 1)")
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
     parser.add_argument("--nsqd", default=default_nsqd(), help="nsqd executable (default: %(default)s)")
     parser.add_argument(
@@ -68,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="sample each nsqd with py-spy (installed by hand) into DIR/WORKLOAD.raw and .top.txt",
+        help="sample each nsqd with py-spy into DIR/WORKLOAD.raw and .top.txt",
     )
     args = parser.parse_args(argv)
     if args.list:
-        for name in WORKLOADS:
-            print(name + (" (full run only)" if name in FULL_ONLY else ""))
+        for group, workloads in (("repeated", REPEATED), ("once", ONCE), ("extra", EXTRAS)):
+            for name in workloads:
+                print(f"{name} ({group})")
         return 0
     if not os.access(args.nsqd, os.X_OK):
         print(f"no nsqd executable at {args.nsqd}", file=sys.stderr)
@@ -87,39 +106,43 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     make_settings = Settings.quick if args.quick else Settings.full
     settings = make_settings(args.nsqd, args.profile)
-    skipped = [] if args.only or not args.quick else [name for name in WORKLOADS if name in FULL_ONLY]
-    names = args.only or [name for name in WORKLOADS if name not in skipped]
-    for name in skipped:
-        print(f"skipping {name} (full run only)", file=sys.stderr)
+    runs = args.runs if args.runs is not None else settings.runs
+    names: list[str] = args.only or [*REPEATED, *ONCE, *(EXTRAS if args.extras else ())]
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     machine = _machine()
     began = time.monotonic()
     rows: list[dict[str, Any]] = []
+    every_run: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
     for name in names:
-        print(f"running {name} ...", end=" ", file=sys.stderr, flush=True)
-        workload_began = time.monotonic()
-        try:
-            for row in WORKLOADS[name](settings):
-                rows.append({"workload": name, **row})
-        except Exception as error:
-            print(file=sys.stderr)
-            traceback.print_exc()
-            errors.append({"name": name, "error": f"{type(error).__name__}: {error}"})
-        else:
-            print(f"{time.monotonic() - workload_began:.1f} s", file=sys.stderr, flush=True)
+        repeat = runs if name in REPEATED else 1
+        per_run = []
+        for run in range(1, repeat + 1):
+            run_rows, failure = _run(name, settings, run, repeat)
+            if failure is not None:
+                errors.append({"name": name, "run": str(run), "error": failure})
+                continue
+            per_run.append(run_rows)
+            every_run.extend(run_rows)
+        rows.extend(aggregate(per_run))
     elapsed = time.monotonic() - began
 
     print()
     print(render(rows, errors))
-    for profile in dict.fromkeys(row["profile"] for row in rows if "profile" in row):
+    for profile in dict.fromkeys(row["profile"] for row in every_run if "profile" in row):
         print(f"profile: {profile}")
-    print(f"\n{len(names)} workloads in {elapsed:.0f} s; results in {args.output}")
+    load_end = os.getloadavg()
+    print(
+        f"\n{len(names)} workloads in {elapsed:.0f} s; load average (1, 5, 15 min) "
+        f"{' '.join(f'{v:.2f}' for v in machine['loadavg_at_start'])} at the start, "
+        f"{' '.join(f'{v:.2f}' for v in load_end)} at the end; results in {args.output}"
+    )
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "started_at": started_at,
         "quick": args.quick,
+        "runs": runs,
         "nsqd": args.nsqd,
         "revision": _git_revision(),
         "machine": machine,
@@ -127,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": elapsed,
         "go_reference_quoted": GO_REFERENCE,
         "results": rows,
-        "skipped": skipped,
+        "every_run": every_run,
         "errors": errors,
     }
     args.output.write_text(json.dumps(document, indent=2) + "\n")

@@ -143,15 +143,18 @@ def run_publisher(config: dict[str, Any], wait_for_go: Callable[[], None]) -> di
 def run_consumer(config: dict[str, Any], wait_for_go: Callable[[], None]) -> dict[str, Any]:
     """
     SUB, then on C{go} send C{RDY n} and FIN every message, one FIN send per read, until nothing
-    has arrived for C{idle_s} (or for C{first_s} before the first message), or C{limit} messages.
+    has arrived for C{idle_s} (or for C{first_s} before the first message), C{limit} messages,
+    or C{duration_s} seconds.
     """
     conn = Connection(config["host"], int(config["port"]), timeout=60.0)
     conn.subscribe(str(config["topic"]), str(config["channel"]))
     sock = conn.sock
     limit = int(config.get("limit", 0))
+    duration_ns = int(float(config.get("duration_s", 0)) * 1e9)
     wait_for_go()
     cpu_start = time.process_time()
     start = time.monotonic_ns()
+    deadline = start + duration_ns if duration_ns else 0
     sock.sendall(b"RDY %d\n" % int(config["rdy"]))
     sock.settimeout(float(config["first_s"]))
     chunk = bytearray(_RECV_SIZE)
@@ -189,6 +192,8 @@ def run_consumer(config: dict[str, Any], wait_for_go: Callable[[], None]) -> dic
                 conn.handle_other(frame_type, payload)
             others.clear()
         if limit and received >= limit:
+            break
+        if deadline and last >= deadline:
             break
     conn.close()
     return {

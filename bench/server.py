@@ -24,6 +24,8 @@ from bench.profile import Profiler
 _TCP_LINE = re.compile(r"TCP: listening on (?P<host>[^\s:]+):(?P<port>\d+)")
 _HTTP_LINE = re.compile(r"HTTP: listening on (?P<host>[^\s:]+):(?P<port>\d+)")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: The repository root: the working directory of the servers, so C{python -m bench.sink} works.
+_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ServerError(Exception):
@@ -156,9 +158,9 @@ class Nsqd:
     ) -> None:
         self.stop()
 
-    def start(self) -> None:
-        self._data_dir = tempfile.mkdtemp(prefix="nsqd-bench-")
-        argv = [
+    def argv(self) -> list[str]:
+        """The command line that starts the server (with a fresh data directory)."""
+        return [
             self.executable,
             f"--tcp-address={self.host}:0",
             f"--http-address={self.host}:0",
@@ -166,9 +168,13 @@ class Nsqd:
             f"--mem-queue-size={self.mem_queue_size}",
             *self.extra_args,
         ]
+
+    def start(self) -> None:
+        self._data_dir = tempfile.mkdtemp(prefix="nsqd-bench-")
+        argv = self.argv()
         self.started_ns = time.monotonic_ns()
         self._proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=_ROOT
         )
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
@@ -265,3 +271,23 @@ class Nsqd:
         if self._proc is None or self._proc.poll() is not None:
             code = None if self._proc is None else self._proc.returncode
             raise ServerError(f"nsqd exited with {code}:\n{self.stderr_tail()}")
+
+
+class Sink(Nsqd):
+    """
+    L{bench.sink} as a subprocess, in nsqd's place: it logs its TCP port the same way and has no
+    HTTP API. C{body_size} is the size of the messages it sends consumers.
+    """
+
+    def __init__(self, body_size: int = 100) -> None:
+        super().__init__(sys.executable, 0, http_grace_s=0.0)
+        self.body_size = body_size
+
+    def argv(self) -> list[str]:
+        return [
+            self.executable,
+            "-m",
+            "bench.sink",
+            f"--tcp-address={self.host}:0",
+            f"--size={self.body_size}",
+        ]

@@ -5,10 +5,12 @@ against it, and returns one result row (a plain dict, so it goes straight into t
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import Any
 
 from bench.client import Connection
 from bench.lookupd import lookup_rows
-from bench.server import Nsqd
+from bench.scale import raise_file_limit
+from bench.server import Nsqd, Sink
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "bench"
@@ -31,11 +34,15 @@ CLIENT_PIPELINE = 4
 
 #: nsqd's own default C{--mem-queue-size}, which the backlog workload runs with.
 DEFAULT_MEM_QUEUE_SIZE = 10_000
+#: The C{--mem-queue-size} of the Go MPUB figures: a run of a few seconds spills past it to disk.
+SPILL_MEM_QUEUE_SIZE = 1_000_000
+#: How long an idle nsqd is left alone before its idle RSS is read.
+IDLE_SETTLE_S = 1.0
 
 
 @dataclass(frozen=True)
 class Settings:
-    """How big each workload is; L{full} fits C{make bench} in about four minutes."""
+    """How big each workload is; L{full} fits C{make bench} (3 runs of each) in about 4 minutes."""
 
     nsqd_path: str
     publish_s: float
@@ -46,9 +53,22 @@ class Settings:
     latency_count: int
     #: Messages put on disk before the C{consume-disk} and C{consume-durable} drains.
     disk_fill: int
-    #: Messages in the C{backlog-5m} workload (full run only).
+    #: Messages in the ordered channel before C{ordered-consume} drains it.
+    ordered_fill: int
+    #: Idle connections held by C{scale-connections}, and topics made by C{scale-topics}.
+    scale_connections: int
+    scale_topics: int
+    #: How long the scale workloads measure nsqd's idle CPU (at least two heartbeat intervals).
+    scale_hold_s: float
+    #: Runs of each repeated workload; the tables show the median of each figure.
+    runs: int
+    #: Messages in the C{backlog-5m} workload (an extra).
     backlog: int = 5_000_000
     mem_queue_size: int = 10_000_000
+    #: Seconds a consumer waits with nothing new before it decides the channel is empty.
+    idle_s: float = 0.5
+    #: The heartbeat interval the idle connections ask for, in ms (nsqd's minimum is 1000).
+    heartbeat_ms: int = 1000
     #: With a directory, py-spy samples each nsqd into C{DIR/WORKLOAD.raw} (see L{bench.profile}).
     profile_dir: Path | None = None
 
@@ -70,13 +90,18 @@ class Settings:
         return cls(
             nsqd_path=nsqd_path,
             profile_dir=profile_dir,
-            publish_s=5.0,
+            publish_s=2.0,
             fill=1_000_000,
-            pubsub_s=5.0,
+            pubsub_s=2.0,
             latency_rate=1000,
-            latency_warmup=500,
-            latency_count=5000,
-            disk_fill=1_000_000,
+            latency_warmup=200,
+            latency_count=2000,
+            disk_fill=500_000,
+            ordered_fill=100_000,
+            scale_connections=10_000,
+            scale_topics=10_000,
+            scale_hold_s=2.5,
+            runs=3,
         )
 
     @classmethod
@@ -84,13 +109,18 @@ class Settings:
         return cls(
             nsqd_path=nsqd_path,
             profile_dir=profile_dir,
-            publish_s=1.5,
+            publish_s=1.0,
             fill=200_000,
-            pubsub_s=2.0,
+            pubsub_s=1.0,
             latency_rate=1000,
-            latency_warmup=200,
-            latency_count=1000,
+            latency_warmup=100,
+            latency_count=500,
             disk_fill=100_000,
+            ordered_fill=10_000,
+            scale_connections=1_000,
+            scale_topics=1_000,
+            scale_hold_s=2.5,
+            runs=1,
         )
 
 
@@ -236,7 +266,9 @@ def _publishers(
     return [Client("http-publish" if http else "publish", {**config, **limit}) for _ in range(connections)]
 
 
-def _consumers(nsqd: Nsqd, rdy: int, first_s: float, idle_s: float) -> list[Client]:
+def _consumers(
+    nsqd: Nsqd, rdy: int, first_s: float, idle_s: float, count: int = 2, **limit: Any
+) -> list[Client]:
     config = {
         "host": nsqd.host,
         "port": nsqd.tcp_port,
@@ -245,8 +277,25 @@ def _consumers(nsqd: Nsqd, rdy: int, first_s: float, idle_s: float) -> list[Clie
         "rdy": rdy,
         "first_s": first_s,
         "idle_s": idle_s,
+        **limit,
     }
-    return [Client("consume", config) for _ in range(2)]
+    return [Client("consume", config) for _ in range(count)]
+
+
+def http_post(nsqd: Nsqd, path: str) -> bytes:
+    """POST C{path} to nsqd's HTTP API and return the body; anything but 200 raises."""
+    if nsqd.http_port is None:
+        raise RuntimeError("nsqd logged no HTTP port")
+    connection = http.client.HTTPConnection(nsqd.host, nsqd.http_port, timeout=30.0)
+    try:
+        connection.request("POST", path)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"POST {path} answered {response.status}: {body[:200]!r}")
+    return body
 
 
 def _stopped(nsqd: Nsqd, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -316,18 +365,32 @@ def publish(
 
 
 def _fill_and_drain(
-    nsqd: Nsqd, name: str, fill: int, idle_rss: int, flags: list[str]
+    nsqd: Nsqd,
+    name: str,
+    fill: int,
+    idle_rss: int,
+    flags: list[str],
+    body_size: int = 100,
+    rdy: int = 2500,
+    consumers: int = 2,
+    idle_s: float = 0.5,
+    ordered: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """
-    Fill the channel with C{fill} 100-byte messages (MPUB x200, 2 connections), then drain it
-    with 2 consumers at RDY 2500 that FIN every message. Returns the fill row and the drain row;
-    the drain row carries what was read from C{/proc} between the two (C{*_after_fill_*}).
+    Fill the channel with C{fill} messages of C{body_size} bytes (MPUB x200, 2 connections),
+    then drain it with C{consumers} consumers at RDY C{rdy} that FIN every message. With
+    C{ordered} the channel is made ordered (C{POST /channel/create?...&ordered=true}) before
+    the fill. Returns the fill row and the drain row; the drain row carries what was read from
+    C{/proc} between the two (C{*_after_fill_*}).
     """
-    body_size = 100
     per_client = fill // 2
     if per_client % MPUB_BATCH:
         raise ValueError(f"fill {fill} must be a multiple of {2 * MPUB_BATCH}")
-    create_channel(nsqd)
+    if ordered:
+        http_post(nsqd, f"/topic/create?topic={TOPIC}")
+        http_post(nsqd, f"/channel/create?topic={TOPIC}&channel={CHANNEL}&ordered=true")
+    else:
+        create_channel(nsqd)
     cpu_before = nsqd.cpu_seconds()
     written_before = nsqd.disk_write_bytes()
     filled = run_clients(_publishers(nsqd, body_size, MPUB_BATCH, count=per_client), timeout_s=600)
@@ -352,14 +415,21 @@ def _fill_and_drain(
     data_dir_after_fill = nsqd.data_dir_bytes()
 
     cpu_before = nsqd.cpu_seconds()
-    drained = run_clients(_consumers(nsqd, rdy=2500, first_s=30.0, idle_s=2.0), timeout_s=900)
+    drained = run_clients(
+        _consumers(nsqd, rdy=rdy, first_s=30.0, idle_s=idle_s, count=consumers), timeout_s=900
+    )
     # Includes the consumers' idle wait at the end, during which nsqd does (almost) nothing.
     cpu = nsqd.cpu_seconds() - cpu_before
     nsqd.check_alive()
     consumed = sum(r["messages"] for r in drained)
+    what = "ordered channel, " if ordered else ""
     row = _throughput(
         name,
-        _described(f"2 consumers, RDY 2500, FIN each, draining {fill_messages:,} msgs", flags),
+        _described(
+            f"{what}{consumers} consumer{'s' if consumers > 1 else ''}, RDY {rdy}, FIN each, "
+            f"draining {fill_messages:,} x {body_size} B",
+            flags,
+        ),
         consumed,
         _span_s([r for r in drained if r["messages"]]) if consumed else 0.0,
         body_size,
@@ -369,6 +439,9 @@ def _fill_and_drain(
     row["rss_after_fill_kib"] = rss_after_fill
     row["peak_rss_after_fill_kib"] = peak_after_fill
     row["data_dir_after_fill_bytes"] = data_dir_after_fill
+    row["bytes_per_queued_msg"] = (
+        (rss_after_fill - idle_rss) * 1024 / fill_messages if fill_messages else None
+    )
     row["expected"] = fill_messages
     row["missing"] = fill_messages - consumed
     row["nsqd_cpu_s"] = cpu
@@ -383,18 +456,41 @@ def consume(
     fill: int | None = None,
     mem_queue_size: int | None = None,
     durable: bool = False,
+    body_size: int = 100,
 ) -> list[dict[str, Any]]:
     """
-    Fill the channel with C{fill} (default C{settings.fill}) 100-byte messages, then drain it
-    (L{_fill_and_drain}). Two rows: the fill and the drain. With C{mem_queue_size} 0 every
-    message is on disk before the drain starts.
+    Fill the channel with C{fill} (default C{settings.fill}) messages of C{body_size} bytes,
+    then drain it (L{_fill_and_drain}). Two rows: the fill and the drain. With
+    C{mem_queue_size} 0 every message is on disk before the drain starts.
     """
     with settings.nsqd(name, mem_queue_size, durable) as nsqd:
         idle_rss = nsqd.rss_kib()
         rows = _fill_and_drain(
-            nsqd, name, settings.fill if fill is None else fill, idle_rss, _flags(mem_queue_size, durable)
+            nsqd,
+            name,
+            settings.fill if fill is None else fill,
+            idle_rss,
+            _flags(mem_queue_size, durable),
+            body_size=body_size,
+            idle_s=settings.idle_s,
         )
     return _stopped(nsqd, list(rows))
+
+
+def ordered_consume(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """
+    An ordered channel (one message in flight, in publish order): fill it with
+    C{settings.ordered_fill} 100 B messages, then drain it with one raw consumer at RDY 100
+    that FINs each. Fails (an error row) on an nsqd without ordered channels.
+    """
+    with settings.nsqd(name) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        _fill, row = _fill_and_drain(
+            nsqd, name, settings.ordered_fill, idle_rss, [], rdy=100, consumers=1, idle_s=2.0, ordered=True
+        )
+        if row["missing"]:
+            raise RuntimeError(f"{row['missing']} of {row['expected']} messages did not arrive")
+    return _stopped(nsqd, [row])
 
 
 def client_publish(settings: Settings, name: str) -> list[dict[str, Any]]:
@@ -485,7 +581,12 @@ def backlog(settings: Settings, name: str) -> list[dict[str, Any]]:
     with settings.nsqd(name, DEFAULT_MEM_QUEUE_SIZE) as nsqd:
         idle_rss = nsqd.rss_kib()
         rows = _fill_and_drain(
-            nsqd, name, settings.backlog, idle_rss, _flags(DEFAULT_MEM_QUEUE_SIZE, durable=False)
+            nsqd,
+            name,
+            settings.backlog,
+            idle_rss,
+            _flags(DEFAULT_MEM_QUEUE_SIZE, durable=False),
+            idle_s=settings.idle_s,
         )
     return _stopped(nsqd, list(rows))
 
@@ -497,7 +598,7 @@ def pubsub(settings: Settings, name: str) -> list[dict[str, Any]]:
         idle_rss = nsqd.rss_kib()
         create_channel(nsqd)
         publishers = _publishers(nsqd, body_size, MPUB_BATCH, duration_s=settings.pubsub_s)
-        consumers = _consumers(nsqd, rdy=2500, first_s=30.0, idle_s=2.0)
+        consumers = _consumers(nsqd, rdy=2500, first_s=30.0, idle_s=settings.idle_s)
         cpu_before = nsqd.cpu_seconds()
         results = run_clients(publishers + consumers, timeout_s=settings.pubsub_s + 600)
         cpu = nsqd.cpu_seconds() - cpu_before
@@ -581,18 +682,227 @@ def latency(settings: Settings, name: str, rdy: int) -> list[dict[str, Any]]:
     return _stopped(nsqd, [row])
 
 
+def startup(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """
+    Start an nsqd with its defaults (but loopback ports and a fresh data path): the time to the
+    C{TCP: listening} line and to the first C{/ping} answered C{OK}, and its RSS after
+    C{IDLE_SETTLE_S} of doing nothing.
+    """
+    with settings.nsqd(name, DEFAULT_MEM_QUEUE_SIZE) as nsqd:
+        if nsqd.ping_ready_s is None:
+            raise RuntimeError("nsqd never answered /ping")
+        time.sleep(IDLE_SETTLE_S)
+        nsqd.check_alive()
+        row: dict[str, Any] = {
+            "name": name,
+            "kind": "server",
+            "description": "nsqd with default options: exec to first /ping OK, RSS when idle",
+            "idle_rss_kib": nsqd.rss_kib(),
+            "rss_kib": nsqd.rss_kib(),
+            "peak_rss_kib": nsqd.peak_rss_kib(),
+            "tcp_ready_s": nsqd.tcp_ready_s,
+            "ping_ready_s": nsqd.ping_ready_s,
+        }
+    return _stopped(nsqd, [row])
+
+
+def sink_publish(settings: Settings, name: str, body_size: int, batch: int) -> list[dict[str, Any]]:
+    """The C{pub}/C{mpub} clients against L{bench.sink}: the publishers' own ceiling."""
+    with Sink(body_size) as sink:
+        clients = _publishers(sink, body_size, batch, duration_s=settings.publish_s)
+        cpu_before = sink.cpu_seconds()
+        results = run_clients(clients, timeout_s=settings.publish_s + 60)
+        cpu = sink.cpu_seconds() - cpu_before
+        messages = sum(r["messages"] for r in results)
+        command = "PUB" if batch == 1 else f"MPUB x{batch}"
+        row = _throughput(
+            name,
+            f"client ceiling: {command} {body_size} B, 2 conns, wait for each OK, against the sink",
+            messages,
+            _span_s(results),
+            body_size,
+        )
+        row["sink_cpu_s"] = cpu
+        row["client_cpu_s"] = sum(r["client_cpu_s"] for r in results)
+    return [row]
+
+
+def sink_consume(settings: Settings, name: str, body_size: int) -> list[dict[str, Any]]:
+    """The C{consume} clients (2, RDY 2500, FIN each) against L{bench.sink}, for C{publish_s}."""
+    with Sink(body_size) as sink:
+        clients = _consumers(sink, rdy=2500, first_s=10.0, idle_s=2.0, duration_s=settings.publish_s)
+        cpu_before = sink.cpu_seconds()
+        results = run_clients(clients, timeout_s=settings.publish_s + 60)
+        cpu = sink.cpu_seconds() - cpu_before
+        messages = sum(r["messages"] for r in results)
+        row = _throughput(
+            name,
+            f"client ceiling: 2 consumers, RDY 2500, FIN each, {body_size} B, against the sink",
+            messages,
+            _span_s(results),
+            body_size,
+        )
+        row["sink_cpu_s"] = cpu
+        row["client_cpu_s"] = sum(r["client_cpu_s"] for r in results)
+    return [row]
+
+
+def _cpu_percent(nsqd: Nsqd, seconds: float) -> tuple[float, float]:
+    """nsqd's CPU use over the next C{seconds} (it is left alone meanwhile), in percent of a core."""
+    cpu_before = nsqd.cpu_seconds()
+    began = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - began
+    return 100 * (nsqd.cpu_seconds() - cpu_before) / elapsed, elapsed
+
+
+def scale_connections(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """
+    C{settings.scale_connections} idle connections, each IDENTIFYing with a heartbeat interval
+    of C{settings.heartbeat_ms} and answering every heartbeat, held for C{settings.scale_hold_s}
+    (at least two intervals). Fails if nsqd closed any or one got fewer than 2 heartbeats.
+    """
+    count = settings.scale_connections
+    # This process's limit is what nsqd and the client inherit.
+    limit = raise_file_limit(count + 256)
+    with settings.nsqd(name, DEFAULT_MEM_QUEUE_SIZE) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        config = {
+            "host": nsqd.host,
+            "port": nsqd.tcp_port,
+            "count": count,
+            "heartbeat_ms": settings.heartbeat_ms,
+            "hold_s": settings.scale_hold_s,
+        }
+        client = Client("connections", config, module="bench.scale")
+        try:
+            client.wait_ready()
+            rss_connected = nsqd.rss_kib()
+            cpu_before = nsqd.cpu_seconds()
+            client.go()
+            result = client.result(timeout_s=settings.scale_hold_s + 120)
+        finally:
+            client.kill()
+        cpu = nsqd.cpu_seconds() - cpu_before
+        nsqd.check_alive()
+        held_s = (result["end_ns"] - result["start_ns"]) / 1e9
+        row: dict[str, Any] = {
+            "name": name,
+            "kind": "scale",
+            "description": (
+                f"{count:,} idle connections, IDENTIFY heartbeat_interval {settings.heartbeat_ms} ms, "
+                f"held {settings.scale_hold_s:g} s answering heartbeats"
+            ),
+            "count": count,
+            "file_limit": limit,
+            **{k: v for k, v in result.items() if k not in ("start_ns", "end_ns")},
+            "held_s": held_s,
+            "idle_rss_kib": idle_rss,
+            "rss_kib": rss_connected,
+            "rss_end_kib": nsqd.rss_kib(),
+            "peak_rss_kib": nsqd.peak_rss_kib(),
+            "rss_per_item_bytes": (rss_connected - idle_rss) * 1024 / count,
+            "nsqd_cpu_percent": 100 * cpu / held_s if held_s else None,
+            "tcp_ready_s": nsqd.tcp_ready_s,
+            "ping_ready_s": nsqd.ping_ready_s,
+        }
+    rows = _stopped(nsqd, [row])
+    problems = []
+    if result["opened"] != count:
+        problems.append(f"opened {result['opened']} of {count}")
+    if result["closed_before_hold"] or result["closed_during_hold"]:
+        problems.append(
+            f"nsqd closed {result['closed_before_hold']} before and {result['closed_during_hold']} "
+            "during the hold"
+        )
+    if result["min_heartbeats"] < 2:
+        problems.append(f"a connection got only {result['min_heartbeats']} heartbeats")
+    row["held"] = not problems
+    if problems:
+        raise RuntimeError("; ".join(problems) + f" (row: {json.dumps(row)})")
+    return rows
+
+
+def scale_topics(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """
+    C{settings.scale_topics} topics with one channel each (created over HTTP), one 100 B message
+    published to each; then nsqd's RSS and its CPU while idle for C{settings.scale_hold_s}.
+    """
+    count = settings.scale_topics
+    with settings.nsqd(name, DEFAULT_MEM_QUEUE_SIZE) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        config = {
+            "host": nsqd.host,
+            "port": nsqd.tcp_port,
+            "http_port": nsqd.http_port,
+            "count": count,
+            "body_size": 100,
+        }
+        client = Client("topics", config, module="bench.scale")
+        try:
+            cpu_before = nsqd.cpu_seconds()
+            client.wait_ready()
+            setup_cpu = nsqd.cpu_seconds() - cpu_before
+            rss = nsqd.rss_kib()
+            cpu_percent, idle_s = _cpu_percent(nsqd, settings.scale_hold_s)
+            client.go()
+            result = client.result(timeout_s=60)
+        finally:
+            client.kill()
+        nsqd.check_alive()
+        row: dict[str, Any] = {
+            "name": name,
+            "kind": "scale",
+            "description": f"{count:,} topics, one channel each, one message in each, then idle",
+            "count": count,
+            "create_s": result["create_s"],
+            "publish_s": result["publish_s"],
+            "setup_nsqd_cpu_s": setup_cpu,
+            "idle_rss_kib": idle_rss,
+            "rss_kib": rss,
+            "peak_rss_kib": nsqd.peak_rss_kib(),
+            "rss_per_item_bytes": (rss - idle_rss) * 1024 / count,
+            "nsqd_cpu_percent": cpu_percent,
+            "held_s": idle_s,
+            "held": True,
+            "tcp_ready_s": nsqd.tcp_ready_s,
+            "ping_ready_s": nsqd.ping_ready_s,
+        }
+    return _stopped(nsqd, [row])
+
+
 Workload = Callable[[Settings], list[dict[str, Any]]]
 
-#: Every workload, in the order C{make bench} runs them.
-WORKLOADS: dict[str, Workload] = {
+#: The workloads C{make bench} runs C{settings.runs} times each, back to back, in this order:
+#: every figure the issue's Go yardstick quotes, the ordered channel, and the clients' ceiling.
+REPEATED: dict[str, Workload] = {
+    "startup": lambda s: startup(s, "startup"),
     "pub-100": lambda s: publish(s, "pub-100", 100, 1),
     "pub-200": lambda s: publish(s, "pub-200", 200, 1),
-    "mpub-100": lambda s: publish(s, "mpub-100", 100, MPUB_BATCH),
-    "mpub-200": lambda s: publish(s, "mpub-200", 200, MPUB_BATCH),
-    "consume": lambda s: consume(s, "consume"),
+    "mpub-100": lambda s: publish(s, "mpub-100", 100, MPUB_BATCH, mem_queue_size=SPILL_MEM_QUEUE_SIZE),
+    "mpub-200": lambda s: publish(s, "mpub-200", 200, MPUB_BATCH, mem_queue_size=SPILL_MEM_QUEUE_SIZE),
+    "mpub-100-mem": lambda s: publish(s, "mpub-100-mem", 100, MPUB_BATCH),
+    "consume-100": lambda s: consume(s, "consume-100"),
+    "consume-200": lambda s: consume(s, "consume-200", body_size=200),
+    "ordered-consume": lambda s: ordered_consume(s, "ordered-consume"),
     "pubsub": lambda s: pubsub(s, "pubsub"),
+    "consume-disk": lambda s: consume(s, "consume-disk", s.disk_fill, mem_queue_size=0),
     "latency-rdy1": lambda s: latency(s, "latency-rdy1", 1),
     "latency-rdy100": lambda s: latency(s, "latency-rdy100", 100),
+    "sink-pub-100": lambda s: sink_publish(s, "sink-pub-100", 100, 1),
+    "sink-mpub-100": lambda s: sink_publish(s, "sink-mpub-100", 100, MPUB_BATCH),
+    "sink-consume-100": lambda s: sink_consume(s, "sink-consume-100", 100),
+}
+
+#: Run once each in C{make bench}: they take long and measure holding, not speed.
+ONCE: dict[str, Workload] = {
+    "scale-connections": lambda s: scale_connections(s, "scale-connections"),
+    "scale-topics": lambda s: scale_topics(s, "scale-topics"),
+}
+
+#: Not in C{make bench} (C{--extras} runs them once each, C{--only NAME} picks one): HTTP,
+#: nsqlookupd, C{--durable}, twisted-nsq's own client, and the 5M-message backlog.
+EXTRAS: dict[str, Workload] = {
     "lookupd-lookup": lambda s: lookup_rows(
         os.path.join(os.path.dirname(s.nsqd_path), "nsqlookupd"),
         s.publish_s,
@@ -610,12 +920,11 @@ WORKLOADS: dict[str, Workload] = {
     "pub-durable-100-c8": lambda s: publish(
         s, "pub-durable-100-c8", 100, 1, connections=8, mem_queue_size=0, durable=True
     ),
-    "consume-disk": lambda s: consume(s, "consume-disk", s.disk_fill, mem_queue_size=0),
     "consume-durable": lambda s: consume(s, "consume-durable", s.disk_fill, mem_queue_size=0, durable=True),
     "client-mpub-100": lambda s: client_publish(s, "client-mpub-100"),
     "client-consume": lambda s: client_consume(s, "client-consume"),
     "backlog-5m": lambda s: backlog(s, "backlog-5m"),
 }
 
-#: Workloads too big for C{--quick}: it leaves them out unless named with C{--only}.
-FULL_ONLY = frozenset({"backlog-5m"})
+#: Every workload by name.
+WORKLOADS: dict[str, Workload] = {**REPEATED, **ONCE, **EXTRAS}

@@ -5,6 +5,10 @@ the percentile arithmetic it reports. Nothing here measures speed.
 
 from __future__ import annotations
 
+import argparse
+import json
+import resource
+import socket
 import struct
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -24,7 +28,10 @@ from bench.proto import (
     take_frames,
     take_messages,
 )
-from bench.report import render
+from bench.report import GO_BYTES_PER_MSG, aggregate, render, summary_table
+from bench.scale import FileLimitError, identify_command, raise_file_limit
+from bench.sink import SinkConnection, message_frame
+from bench.tools import go_duration, host_port
 
 
 def _frame(frame_type: int, payload: bytes) -> bytes:
@@ -224,8 +231,8 @@ class RenderTests(SynchronousTestCase):
                 "us",
             ],
         )
-        self.assertEqual(_cells(text, "idle RSS")[-2:], ["40.0", "MiB"])
-        self.assertEqual(_cells(text, "start to first /ping")[-2:], ["0.40", "s"])
+        self.assertEqual(_cells(text, "idle RSS at start")[-2:], ["40.0", "MiB"])
+        self.assertEqual(_cells(text, "start to first /ping OK (median)")[-2:], ["0.40", "s"])
         self.assertEqual(
             _cells(text, "SIGTERM to exit after latency-rdy1")[-3:], ["killed", "after", "timeout"]
         )
@@ -236,3 +243,131 @@ def _cells(text: str, start: str) -> list[str]:
     """The whitespace-separated cells of the one line of C{text} that starts with C{start}."""
     (line,) = [line for line in text.splitlines() if line.startswith(start)]
     return line.split()
+
+
+class SinkTests(SynchronousTestCase):
+    """The sink answers on fixed bytes as nsqd would, and keeps RDY messages in flight."""
+
+    def setUp(self) -> None:
+        here, there = socket.socketpair()
+        self.addCleanup(here.close)
+        self.addCleanup(there.close)
+        self.frame = message_frame(10)
+        self.conn = SinkConnection(here, self.frame)
+
+    def test_message_frame(self) -> None:
+        ids: list[bytearray] = []
+        messages: list[tuple[bytes, bytes]] = []
+        self.assertEqual(take_frames(bytearray(self.frame), 0, ids, []), len(self.frame))
+        take_messages(bytearray(self.frame), 0, messages, [])
+        self.assertEqual(messages, [(b"0123456789abcdef", b"m" * 10)])
+
+    def test_publish_answers_ok(self) -> None:
+        stream = b"  V2" + pub_command("t", b"x\ny") + mpub_command("t", [b"a", b"b"]) + b"SUB t c\n"
+        # Fed in pieces: a command split across reads is answered once it is complete.
+        self.assertTrue(self.conn.feed(stream[:9]))
+        self.assertEqual(bytes(self.conn.out), b"")
+        self.assertTrue(self.conn.feed(stream[9:]))
+        self.assertEqual(bytes(self.conn.out), OK_FRAME * 3)
+
+    def test_rdy_and_fin(self) -> None:
+        self.assertTrue(self.conn.feed(b"  V2RDY 3\n"))
+        self.assertEqual(bytes(self.conn.out), self.frame * 3)
+        self.conn.out.clear()
+        self.assertTrue(self.conn.feed(fin_lines([ID_A, ID_B])))
+        self.assertEqual(bytes(self.conn.out), self.frame * 2)
+        self.assertEqual(self.conn.in_flight, 3)
+
+    def test_close_and_garbage(self) -> None:
+        self.assertFalse(self.conn.feed(b"  V2CLS\n"))
+        here, there = socket.socketpair()
+        self.addCleanup(here.close)
+        self.addCleanup(there.close)
+        self.assertFalse(SinkConnection(here, self.frame).feed(b"  V1PUB"))
+
+
+class ToolsTests(SynchronousTestCase):
+    def test_go_duration(self) -> None:
+        self.assertEqual(go_duration("10s"), 10.0)
+        self.assertEqual(go_duration("1m30s"), 90.0)
+        self.assertEqual(go_duration("250ms"), 0.25)
+        self.assertEqual(go_duration("2.5"), 2.5)
+        with self.assertRaises(argparse.ArgumentTypeError):
+            go_duration("10 seconds")
+
+    def test_host_port(self) -> None:
+        self.assertEqual(host_port("127.0.0.1:4150"), ("127.0.0.1", 4150))
+        self.assertEqual(host_port(":4150"), ("127.0.0.1", 4150))
+        with self.assertRaises(argparse.ArgumentTypeError):
+            host_port("localhost")
+
+
+class ScaleTests(SynchronousTestCase):
+    def test_identify(self) -> None:
+        command = identify_command(1000, "idle-1")
+        self.assertTrue(command.startswith(b"IDENTIFY\n"))
+        (size,) = struct.unpack(">i", command[9:13])
+        body = json.loads(command[13:])
+        self.assertEqual(size, len(command) - 13)
+        self.assertEqual(body["heartbeat_interval"], 1000)
+        self.assertTrue(body["feature_negotiation"])
+
+    def test_file_limit(self) -> None:
+        """Within the hard limit the soft one is raised to it; past it the error says so."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        if hard == resource.RLIM_INFINITY:
+            self.assertGreaterEqual(raise_file_limit(soft + 1), soft + 1)
+            return
+        self.assertEqual(raise_file_limit(min(soft, hard)), hard)
+        self.assertEqual(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)
+        with self.assertRaises(FileLimitError) as caught:
+            raise_file_limit(hard + 1)
+        self.assertIn(str(hard), str(caught.exception))
+
+
+def _rate_row(name: str, rate: float, **extra: object) -> dict[str, object]:
+    return {"name": name, "kind": "throughput", "msgs_per_s": rate, "mb_per_s": rate / 1e4, **extra}
+
+
+class SummaryTests(SynchronousTestCase):
+    def test_aggregate_medians(self) -> None:
+        runs = [[_rate_row("pub-100", rate, flag="x")] for rate in (30_000.0, 10_000.0, 20_000.0)]
+        (row,) = aggregate(runs)
+        self.assertEqual(row["msgs_per_s"], 20_000.0)
+        self.assertEqual(row["flag"], "x")
+        self.assertEqual(row["runs"], 3)
+        self.assertEqual(row["runs_msgs_per_s"], [30_000.0, 10_000.0, 20_000.0])
+
+    def test_targets(self) -> None:
+        rows = [
+            _rate_row("pub-100", 26_000.0),
+            _rate_row("mpub-100", 200_000.0),
+            _rate_row(
+                "consume-100",
+                300_000.0,
+                rss_after_fill_kib=300 * 1024,
+                bytes_per_queued_msg=1.6 * GO_BYTES_PER_MSG,
+            ),
+            _rate_row("sink-pub-100", 52_000.0),
+            {"name": "latency-rdy1", "kind": "latency", "p50_us": 100.0, "p99_us": 600.0},
+            {
+                "name": "startup",
+                "kind": "server",
+                "idle_rss_kib": 39 * 1024,
+                "ping_ready_s": 0.3,
+                "tcp_ready_s": 0.29,
+            },
+        ]
+        text = summary_table(rows, [{"name": "pubsub", "error": "ServerError: boom"}])
+        self.assertEqual(_cells(text, "PUB 100 B")[-4:], ["84%", ">=", "80%", "yes"])
+        self.assertEqual(_cells(text, "MPUB x200 100 B (mem-queue 1M")[-1], "NO")
+        self.assertEqual(_cells(text, "consume 100 B")[-1], "yes")
+        self.assertEqual(_cells(text, "latency at 1,000/s, RDY 1 ")[-1], "NO")
+        self.assertEqual(_cells(text, "RSS holding")[-1], "NO")
+        self.assertEqual(_cells(text, "idle RSS")[-1], "yes")
+        self.assertEqual(_cells(text, "start to first")[-1], "yes")
+        self.assertIn("2.0x", _cells(text, "client ceiling: PUB"))
+        self.assertIn("error:", _cells(text, "publish while consuming: publish"))
+        self.assertEqual(_cells(text, "publish while consuming: publish")[-1], "NO")
+        self.assertEqual(_cells(text, "consume 200 B")[-1], "-")

@@ -1,17 +1,28 @@
 """
 Listening the way the Go daemons do: Go listen addresses (C{host:port}, C{[v6]:port}, C{:port}
-or a unix socket path) as Twisted endpoints, bound synchronously so a busy port fails start-up.
-Shared by nsqd and nsqlookupd.
+or a unix socket path), bound synchronously so a busy port fails start-up. Shared by nsqd and
+nsqlookupd.
+
+The ports are made with the reactor's C{listenTCP}/C{listenUNIX} directly, with what
+C{serverFromString} would pass for L{ListenAddress.endpoint_description} except the backlog: not
+importing C{twisted.internet.endpoints} keeps pyOpenSSL (which it loads) out of an nsqd without
+TLS (docs/performance.md, "Idle memory").
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import attrs
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamServerEndpoint
-from twisted.python.failure import Failure
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
+
+#: The listen queue: the kernel's limit, as Go's C{net.Listen} uses (Twisted's default is 50,
+#: which drops connections when thousands of clients connect at once).
+LISTEN_BACKLOG = socket.SOMAXCONN
+#: What C{serverFromString}'s unix endpoint uses: a socket anyone may connect to, no lock file.
+UNIX_SOCKET_MODE = 0o666
 
 
 class StartupError(Exception):
@@ -97,24 +108,26 @@ def describe_port(port: IListeningPort) -> tuple[str, int]:
 
 def listen_now(reactor: IReactorTime, address: ListenAddress, factory: IProtocolFactory) -> IListeningPort:
     """
-    Listen on C{address}, returning the port or raising.
+    Listen on C{address}, returning the port or raising L{StartupError}.
 
-    TCP and UNIX server endpoints bind inside C{listen()}, so its Deferred has already fired; taking
-    the result here keeps C{startService} synchronous, which is what makes a busy port fail
-    C{twistd}/C{twist} and the console script at once.
+    Binding here, synchronously, is what makes a busy port fail C{twistd}/C{twist} and the
+    console script at once.
+
+    @param reactor: a reactor that also provides C{IReactorTCP} and C{IReactorUNIX}.
     """
-    outcome: list[object] = []
-    endpoint: IStreamServerEndpoint = serverFromString(  # type: ignore[no-untyped-call]
-        reactor, address.endpoint_description()
-    )
-    endpoint.listen(factory).addBoth(outcome.append)
-    if not outcome:
-        raise StartupError("the endpoint did not listen synchronously")
-    result = outcome[0]
-    if isinstance(result, Failure):
-        raise StartupError(str(result.value))
-    assert IListeningPort.providedBy(result)
-    port: IListeningPort = result
+    listener: Any = reactor
+    try:
+        if address.is_unix:
+            port: IListeningPort = listener.listenUNIX(
+                address.path, factory, backlog=LISTEN_BACKLOG, mode=UNIX_SOCKET_MODE, wantPID=False
+            )
+        else:
+            # Go's empty host means every interface; we bind every IPv4 interface.
+            port = listener.listenTCP(
+                address.port, factory, backlog=LISTEN_BACKLOG, interface=address.host or "0.0.0.0"
+            )
+    except CannotListenError as e:
+        raise StartupError(str(e)) from None
     return port
 
 

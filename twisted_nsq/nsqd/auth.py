@@ -17,7 +17,6 @@ from typing import Any, Protocol
 from urllib.parse import quote_plus
 
 import attrs
-import treq
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IReactorTime
@@ -359,6 +358,9 @@ class AuthClient:
                 timeout=self._timeout,
                 reactor=self._clock,
             )
+        # treq comes with the auth client (nsqd without --auth-http-address never loads it).
+        import treq
+
         body = await treq.content(response)
         if response.code != 200:
             raise AuthError(f"got response {response.code} {body[:200]!r}")

@@ -3,6 +3,11 @@ The C{nsqd} console script: Go nsqd's command line, log format and exit statuses
 
 Exit statuses: 0 after a clean stop (SIGINT/SIGTERM), C{--help} or C{--version}; 2 for a bad
 flag; 1 when the config file, the options or a listener stop nsqd from starting.
+
+Everything is imported inside L{main}, so that a fresh process can keep the TLS bindings out
+(L{twisted_nsq._runtime.modules_hidden}): the standard library's C{ssl} and C{_hashlib}, which
+nsqd never uses, always; pyOpenSSL unless the options ask for TLS. An idle nsqd without them
+uses about 16 MiB less memory (docs/performance.md, "Idle memory").
 """
 
 from __future__ import annotations
@@ -10,27 +15,51 @@ from __future__ import annotations
 import datetime
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from twisted_nsq._cli import ConfigError, parse_or_exit
-from twisted_nsq._log import format_line
-from twisted_nsq._runner import serve
-from twisted_nsq.nsqd.options import NSQD_FLAGS, options_from_values
+from twisted_nsq._runtime import STDLIB_TLS_MODULES, TLS_MODULES, modules_hidden
+
+if TYPE_CHECKING:
+    from twisted_nsq.nsqd.options import NSQDOptions
+
+
+def needs_tls_modules(options: NSQDOptions) -> bool:
+    """
+    Whether this nsqd may use TLS: a certificate, key or CA file for the TCP upgrade and HTTPS,
+    or an https:// auth server.
+    """
+    return bool(
+        options.tls_cert
+        or options.tls_key
+        or options.tls_root_ca_file
+        or any(address.lower().startswith("https:") for address in options.auth_http_addresses)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run nsqd until SIGINT or SIGTERM; exits the process with nsqd's exit status."""
-    from twisted.internet import reactor
+    # Only a process that has not imported Twisted yet (the console script) is changed; a test
+    # calling main keeps the modules it has.
+    fresh = "twisted" not in sys.modules
+    with modules_hidden(STDLIB_TLS_MODULES if fresh else ()):
+        from twisted_nsq._cli import ConfigError, parse_or_exit
+        from twisted_nsq._log import format_line
+        from twisted_nsq._runner import serve
+        from twisted_nsq.nsqd.options import NSQD_FLAGS, options_from_values
 
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    try:
-        values = parse_or_exit("nsqd", NSQD_FLAGS, arguments, stdout=sys.stdout, stderr=sys.stderr)
-    except ConfigError as e:
-        # Logging starts once the options (and so the prefix) are known; write Go's line directly.
-        sys.stderr.write(format_line("[nsqd] ", "FATAL", str(e), datetime.datetime.now()))
-        raise SystemExit(1) from None
-    options = options_from_values(values)
-    # Imported only now: --help and --version need none of the server.
-    from twisted_nsq.nsqd.service import NSQDService, StartupError
+        arguments = sys.argv[1:] if argv is None else list(argv)
+        try:
+            values = parse_or_exit("nsqd", NSQD_FLAGS, arguments, stdout=sys.stdout, stderr=sys.stderr)
+        except ConfigError as e:
+            # Logging starts once the options (and so the prefix) are known; write Go's line directly.
+            sys.stderr.write(format_line("[nsqd] ", "FATAL", str(e), datetime.datetime.now()))
+            raise SystemExit(1) from None
+        options = options_from_values(values)
+        # Imported only now: --help and --version need none of the server.
+        with modules_hidden(TLS_MODULES if fresh and not needs_tls_modules(options) else ()):
+            from twisted.internet import reactor
+
+            from twisted_nsq.nsqd.service import NSQDService, StartupError
 
     serve(
         "nsqd",

@@ -9,25 +9,21 @@ puts it in a registry of its own, next to the client library's process, Python G
 collectors, and renders the exposition text for C{GET /metrics}.
 
 The metric list is in docs/extensions/prometheus.md.
+
+prometheus_client is imported when C{/metrics} is first scraped (L{PrometheusMetrics.render}), not
+when nsqd starts: an nsqd nobody scrapes never loads it (docs/performance.md, "Idle memory").
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import CollectorRegistry
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
 
+from twisted_nsq._runtime import restore_stdlib_tls
 from twisted_nsq._version import NSQ_VERSION, VERSION_STRING
 from twisted_nsq.nsqd.nsqd import NSQD
 from twisted_nsq.nsqd.stats import E2ELatencyTracker, stats_json
@@ -45,6 +41,8 @@ class NSQDCollector:
 
     def collect(self) -> Iterable[Metric]:
         """Every nsqd metric family, read now."""
+        from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily
+
         nsqd = self.nsqd
         document = stats_json(nsqd, include_clients=False, include_mem=False, latency=self.latency)
         info = InfoMetricFamily(
@@ -85,6 +83,8 @@ def _quantile_samples(latency: Mapping[str, Any]) -> list[tuple[str, float]]:
 
 class _TopicFamilies:
     def __init__(self) -> None:
+        from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
         self.messages = CounterMetricFamily(
             "nsq_topic_messages", "Messages published to the topic.", labels=_TOPIC
         )
@@ -131,6 +131,8 @@ class _TopicFamilies:
 
 class _ChannelFamilies:
     def __init__(self) -> None:
+        from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
         self.messages = CounterMetricFamily(
             "nsq_channel_messages", "Messages put into the channel (requeues not counted).", labels=_CHANNEL
         )
@@ -203,13 +205,28 @@ class PrometheusMetrics:
     """
 
     def __init__(self, nsqd: NSQD, latency: E2ELatencyTracker | None = None, process: bool = True) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
         self.collector = NSQDCollector(nsqd, latency)
-        self.registry.register(self.collector)
-        if process:
-            ProcessCollector(registry=self.registry)
-            GCCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
+        self._process = process
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry scrapes read, built (and prometheus_client imported) on first use."""
+        if self._registry is None:
+            restore_stdlib_tls()
+            from prometheus_client.gc_collector import GCCollector
+            from prometheus_client.platform_collector import PlatformCollector
+            from prometheus_client.process_collector import ProcessCollector
+            from prometheus_client.registry import CollectorRegistry
+
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(self.collector)
+            if self._process:
+                ProcessCollector(registry=registry)
+                GCCollector(registry=registry)
+                PlatformCollector(registry=registry)
+            self._registry = registry
+        return self._registry
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """
@@ -218,5 +235,8 @@ class PrometheusMetrics:
         Prometheus' text format (C{text/plain; version=0.0.4}) unless the scraper asks for
         OpenMetrics.
         """
+        restore_stdlib_tls()
+        from prometheus_client.exposition import choose_encoder
+
         encode, content_type = choose_encoder(accept or "")
         return encode(self.registry), content_type

@@ -13,9 +13,9 @@ from __future__ import annotations
 import fcntl
 import os
 import platform
-from typing import cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
-from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import (
@@ -24,17 +24,12 @@ from twisted.internet.interfaces import (
     IReactorFromThreads,
     IReactorTime,
 )
-from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from twisted_nsq._listen import ListenAddress, StartupError, describe_port, display_address, listen_now
 from twisted_nsq._version import VERSION_STRING
-from twisted_nsq.nsqd.auth import AuthClient
 from twisted_nsq.nsqd.http import NSQDHTTP
-from twisted_nsq.nsqd.lookup import LookupService, make_lookup_service
 from twisted_nsq.nsqd.metadata import MetadataError, MetadataPersister
 from twisted_nsq.nsqd.nsqd import NSQD
 from twisted_nsq.nsqd.options import NSQDOptions
@@ -45,8 +40,18 @@ from twisted_nsq.nsqd.persistence import (
     thread_sync_runner,
 )
 from twisted_nsq.nsqd.protocol import NSQDFactory
-from twisted_nsq.nsqd.statsd import attach_statsd
 from twisted_nsq.nsqd.tls import server_tls_options
+
+if TYPE_CHECKING:
+    from twisted_nsq.nsqd.auth import AuthClient
+    from twisted_nsq.nsqd.lookup import LookupService
+
+# What an idle default nsqd does not need is imported where it is first used, so that it starts
+# small (docs/performance.md, "Idle memory"): pyOpenSSL and cryptography only with --tls-*
+# (twisted_nsq.nsqd.tls), treq and twisted.web.client only with --auth-http-address or an
+# nsqlookupd address (the lookupd links start on the first one, which may come at run time), the
+# statsd client only with --statsd-address, prometheus_client on the first scrape of /metrics
+# (twisted_nsq.nsqd.metrics).
 
 _log = Logger()
 
@@ -172,15 +177,20 @@ class NSQDService(MultiService):
         # One app (and so one latency tracker) serves HTTP and HTTPS alike, and feeds statsd.
         http_app = NSQDHTTP(nsqd)
         site = http_app.site(self._reactor)
-        try:
-            attach_statsd(self, nsqd, http_app.latency, self._reactor)
-        except ValueError as e:
-            raise StartupError(str(e)) from None
+        if options.statsd_address or "statsd" in self.namedServices:
+            from twisted_nsq.nsqd.statsd import attach_statsd
+
+            try:
+                attach_statsd(self, nsqd, http_app.latency, self._reactor)
+            except ValueError as e:
+                raise StartupError(str(e)) from None
         site.noisy = False
         if http is not None:
             self.http_listening_port = self._bind("HTTP", http, site)
             _, nsqd.http_port = describe_port(self.http_listening_port)
         if tls_options is not None and https is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
             secure = TLSMemoryBIOFactory(tls_options, False, site)
             self.https_listening_port = self._bind("HTTPS", https, secure)
             _, nsqd.https_port = describe_port(self.https_listening_port)
@@ -191,9 +201,25 @@ class NSQDService(MultiService):
         except OSError as e:
             raise StartupError(f"failed to persist metadata - {e}") from None
         nsqd.start()
-        # Go's start-up step 6: connect to nsqlookupd, which registers everything loaded.
-        self.lookup = make_lookup_service(nsqd, self._reactor)
-        self.lookup.startService()
+        # Go's start-up step 6: connect to nsqlookupd, which registers everything loaded. Without
+        # an address the links start on the first PUT /config/nsqlookupd_tcp_addresses.
+        if options.lookupd_tcp_addresses:
+            self._start_lookup()
+        else:
+            nsqd.on_lookupd_addresses = self._first_lookupd_addresses
+
+    def _start_lookup(self) -> None:
+        from twisted_nsq.nsqd.lookup import make_lookup_service
+
+        assert self.nsqd is not None
+        lookup = self.lookup = make_lookup_service(self.nsqd, self._reactor)
+        # Takes over nsqd.on_lookupd_addresses and connects to the addresses in the options.
+        lookup.startService()
+
+    def _first_lookupd_addresses(self, addresses: Sequence[str]) -> None:
+        """The first nsqlookupd addresses set at run time (the options already hold them)."""
+        if self.lookup is None and addresses:
+            self._start_lookup()
 
     def _storage_error(self, error: str | None) -> None:
         """A disk queue failed (or works again): C{/ping} and C{/stats} report it."""
@@ -210,6 +236,7 @@ class NSQDService(MultiService):
         return port
 
     def _undo_start(self) -> None:
+        self._forget_lookupd_hook()
         lookup, self.lookup = self.lookup, None
         if lookup is not None:
             lookup.stopService()
@@ -246,6 +273,7 @@ class NSQDService(MultiService):
             await self._close_port("HTTPS", self.https_listening_port)
             self.http_listening_port = self.https_listening_port = None
             # Go stops its lookup loop at exit without UNREGISTER; lookupd drops us on close.
+            self._forget_lookupd_hook()
             lookup, self.lookup = self.lookup, None
             if lookup is not None:
                 await lookup.stopService()
@@ -257,6 +285,10 @@ class NSQDService(MultiService):
             self.running = False
             self._stop_disk_pool()
             self._lock.release()
+
+    def _forget_lookupd_hook(self) -> None:
+        if self.nsqd is not None and self.nsqd.on_lookupd_addresses == self._first_lookupd_addresses:
+            self.nsqd.on_lookupd_addresses = None
 
     async def _close_port(self, name: str, port: IListeningPort | None) -> None:
         if port is None:
@@ -278,6 +310,12 @@ def _auth_client(options: NSQDOptions, reactor: IReactorTime) -> AuthClient | No
     """
     if not options.auth_http_addresses:
         return None
+    from treq.client import HTTPClient
+    from twisted.internet.ssl import Certificate, trustRootFromCertificates
+    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+
+    from twisted_nsq.nsqd.auth import AuthClient
+
     trust_root = None
     if options.tls_root_ca_file:
         with open(options.tls_root_ca_file, "rb") as f:

@@ -8,14 +8,18 @@ C{transport.startTLS(server_tls_options(options))} and runs the server side of t
 
 from __future__ import annotations
 
-from typing import Protocol
+import sys
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
-from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
+
+# pyOpenSSL and cryptography are imported by the functions that need them: an nsqd without
+# --tls-cert never loads them (about 12 MiB of its idle memory; docs/performance.md).
 
 __all__ = [
     "CLIENT_AUTH_POLICIES",
@@ -67,19 +71,12 @@ class TLSSettings(Protocol):
 #: RequireAndVerifyClientCert.
 CLIENT_AUTH_POLICIES = ("", "require", "require-verify")
 
-_MIN_VERSION_NAMES = {
-    "tls1.0": SSL.TLS1_VERSION,
-    "tls1.1": SSL.TLS1_1_VERSION,
-    "tls1.2": SSL.TLS1_2_VERSION,
-    "tls1.3": SSL.TLS1_3_VERSION,
-}
-# Go's tls.VersionTLS10..13, which is how nsqd shows the option (769 for tls1.0).
-_MIN_VERSION_NUMBERS = {
-    0x0301: SSL.TLS1_VERSION,
-    0x0302: SSL.TLS1_1_VERSION,
-    0x0303: SSL.TLS1_2_VERSION,
-    0x0304: SSL.TLS1_3_VERSION,
-}
+_MIN_VERSION_NAMES = {"tls1.0": 0x0301, "tls1.1": 0x0302, "tls1.2": 0x0303, "tls1.3": 0x0304}
+# Go's tls.VersionTLS10..13 (769 for tls1.0) are the protocol's own version numbers, which is
+# also what OpenSSL's TLS1_VERSION..TLS1_3_VERSION are.
+_MIN_VERSION_NUMBERS = frozenset(_MIN_VERSION_NAMES.values())
+_TLS1_VERSION = _MIN_VERSION_NAMES["tls1.0"]
+_TLS1_2_VERSION = _MIN_VERSION_NAMES["tls1.2"]
 
 # Go's server cipher suites for TLS 1.0-1.2 in OpenSSL's notation: ECDHE or RSA key exchange with
 # AES-GCM, ChaCha20-Poly1305 or AES-CBC.  TLS 1.3 suites are configured separately by OpenSSL.
@@ -101,12 +98,12 @@ def openssl_min_version(value: str | int) -> int:
     """
     if isinstance(value, str):
         if value == "":
-            return SSL.TLS1_VERSION
+            return _TLS1_VERSION
         version = _MIN_VERSION_NAMES.get(value.lower())
     else:
         if value == 0:
-            return SSL.TLS1_VERSION
-        version = _MIN_VERSION_NUMBERS.get(value)
+            return _TLS1_VERSION
+        version = value if value in _MIN_VERSION_NUMBERS else None
     if version is None:
         raise TLSConfigError(
             f"invalid --tls-min-version {value!r}: expected tls1.0, tls1.1, tls1.2 or tls1.3"
@@ -143,6 +140,8 @@ class ServerTLSOptions:
         """
         A new server connection for C{tlsProtocol}; Twisted puts it in accept state.
         """
+        from OpenSSL import SSL
+
         return SSL.Connection(self.context, None)
 
     def getContext(self) -> SSL.Context:
@@ -174,11 +173,13 @@ def server_tls_options(options: TLSSettings) -> ServerTLSOptions | None:
             f"invalid --tls-client-auth-policy {policy!r}: expected '', 'require' or 'require-verify'"
         )
     min_version = openssl_min_version(options.tls_min_version)
+    from cryptography.hazmat.primitives import serialization
+    from OpenSSL import SSL
 
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
     context.set_min_proto_version(min_version)
-    legacy = min_version < SSL.TLS1_2_VERSION
+    legacy = min_version < _TLS1_2_VERSION
     context.set_cipher_list((_LEGACY_CIPHERS if legacy else _CIPHERS).encode("ascii"))
     # Without a session id context OpenSSL refuses to resume sessions once client certificates
     # are requested.
@@ -287,6 +288,8 @@ def cipher_suite_name(openssl_name: str) -> str:
 
 
 def _common_name(connection: SSL.Connection) -> str:
+    from cryptography.x509.oid import NameOID
+
     certificate = connection.get_peer_certificate(as_cryptography=True)
     if certificate is None:
         return ""
@@ -307,12 +310,14 @@ def client_tls_info(transport: object) -> TLSInfo:
     @return: L{EMPTY_TLS_INFO} when the transport has no TLS or its handshake has not finished.
     """
     get_handle = getattr(transport, "getHandle", None)
-    if get_handle is None:
+    # Without pyOpenSSL loaded no connection can have TLS (and this must not load it).
+    ssl_module = sys.modules.get("OpenSSL.SSL")
+    if get_handle is None or ssl_module is None:
         return EMPTY_TLS_INFO
     connection = get_handle()
     # The peer's Finished message is the last of the handshake on the server side, so its
     # presence means the handshake is complete (the cipher is known earlier under TLS 1.3).
-    if not isinstance(connection, SSL.Connection) or connection.get_peer_finished() is None:
+    if not isinstance(connection, ssl_module.Connection) or connection.get_peer_finished() is None:
         return EMPTY_TLS_INFO
     version_number = connection.get_protocol_version()
     cipher = connection.get_cipher_name()

@@ -15,8 +15,9 @@ import struct
 import zlib
 from typing import Protocol
 
-import cramjam
-import google_crc32c
+# cramjam and google_crc32c are imported where they are used: an nsqd whose clients never ask for
+# snappy does not load them (2.5 MiB of an idle nsqd's memory, docs/performance.md). Importing a
+# module that is already loaded is a dictionary lookup, once per frame or chunk.
 
 __all__ = [
     "SNAPPY_MAX_CHUNK_SIZE",
@@ -127,6 +128,8 @@ def masked_crc32c(data: bytes) -> int:
     """
     The CRC-32C of C{data}, masked as the snappy framing format stores it.
     """
+    import google_crc32c
+
     crc = int(google_crc32c.value(data))
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
@@ -154,6 +157,8 @@ class SnappyCodec:
         """
         if not data:
             return b""
+        import cramjam
+
         parts: list[bytes] = []
         if not self._identifier_sent:
             parts.append(SNAPPY_STREAM_IDENTIFIER)
@@ -190,6 +195,8 @@ class SnappyCodec:
         @raise CompressionError: a missing stream identifier, a bad checksum, corrupt or oversize
             chunks, a reserved unskippable chunk type, or more than C{max_output} bytes.
         """
+        import cramjam
+
         _check_max_output(max_output)
         buf = self._buffer
         pos = 0

@@ -1,0 +1,69 @@
+"""
+What the command-line tools (L{bench.bench_writer}, L{bench.bench_reader}, L{bench.latency},
+L{bench.fill_drain}) share: Go-style flags and the summary line Go's bench tools print.
+
+Each tool runs the benchmark's load clients (L{bench.client}, one process per connection)
+against any nsqd (or L{bench.sink}) given by C{--nsqd-tcp-address}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from typing import Any
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def go_duration(text: str) -> float:
+    """Seconds in a Go duration (C{10s}, C{1m30s}, C{250ms}); a bare number is seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}")
+    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """C{host:port} (the host defaults to 127.0.0.1)."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid address {text!r}: expected HOST:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+def add_common(parser: argparse.ArgumentParser, topic: str = "sub_bench") -> None:
+    """The flags every tool takes."""
+    parser.add_argument("--nsqd-tcp-address", type=host_port, default=("127.0.0.1", 4150))
+    parser.add_argument("--topic", default=topic)
+    parser.add_argument("--size", type=int, default=200, help="message body size in bytes")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON instead")
+
+
+def rate_line(label: str, messages: int, seconds: float, size: int) -> str:
+    """Go bench_writer's summary: duration, MB/s, ops/s and us/op."""
+    if seconds <= 0 or not messages:
+        return f"{label}: {messages} msgs in {seconds:.3f}s"
+    return (
+        f"{label}: duration: {seconds:.3f}s - {messages * size / seconds / 1e6:.3f}mb/s - "
+        f"{messages / seconds:.3f}ops/s - {seconds / messages * 1e6:.3f}us/op ({messages:,} msgs)"
+    )
+
+
+def span_s(results: list[dict[str, Any]]) -> float:
+    """Seconds from the first client's start to the last client's end."""
+    active = [r for r in results if r["messages"]] or results
+    end: int = max(r["end_ns"] for r in active)
+    start: int = min(r["start_ns"] for r in active)
+    return (end - start) / 1e9
+
+
+def emit(as_json: bool, lines: list[str], document: dict[str, Any]) -> None:
+    print(json.dumps(document) if as_json else "\n".join(lines))
+    sys.stdout.flush()
