@@ -41,7 +41,9 @@ _SCRIPT = """
 import atexit, json, sys
 lazy = json.loads(sys.argv[1])
 def report():
+    reactor = sys.modules.get("twisted.internet.reactor")
     print(json.dumps({
+        "reactor": [type(reactor).__name__],
         "loaded": [name for name in lazy if name in sys.modules],
         "core": [name for name in ("twisted_nsq.nsqd.service", "twisted_nsq.nsqd.protocol",
                                    "twisted_nsq.nsqd.http") if name in sys.modules],
@@ -95,6 +97,8 @@ class IdleImportsTests(SynchronousTestCase):
             report["core"], ["twisted_nsq.nsqd.service", "twisted_nsq.nsqd.protocol", "twisted_nsq.nsqd.http"]
         )
         self.assertEqual(report["loaded"], [])
+        # The console script runs on the reactor without the per-event log context.
+        self.assertEqual(report["reactor"], ["DaemonEPollReactor"])
 
     def test_statsd_loads_statsd(self) -> None:
         """The same check loads a module when its option asks for it: the list is meaningful."""

@@ -25,6 +25,9 @@ def _service(options: NSQAdminOptions, reactor: Any) -> IService:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run nsqadmin until SIGINT or SIGTERM; exits the process with nsqadmin's exit status."""
+    from twisted_nsq._reactor import install
+
+    install()
     from twisted.internet import reactor
 
     run_daemon("nsqadmin", reactor, NSQADMIN_FLAGS, argv, options_from_values, _service)

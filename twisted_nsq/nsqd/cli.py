@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         options = options_from_values(values)
         # Imported only now: --help and --version need none of the server.
         with modules_hidden(TLS_MODULES if fresh and not needs_tls_modules(options) else ()):
+            from twisted_nsq._reactor import install
+
+            install()
             from twisted.internet import reactor
 
             from twisted_nsq.nsqd.service import NSQDService, StartupError
