@@ -56,8 +56,8 @@ class ManualRunner:
         self.pending.append((work, d))
         return d
 
-    def run_one(self) -> None:
-        work, d = self.pending.pop(0)
+    def run_one(self, index: int = 0) -> None:
+        work, d = self.pending.pop(index)
         try:
             work()
         except Exception as e:
@@ -67,13 +67,16 @@ class ManualRunner:
 
 
 class CountingRunner:
-    """A synchronous sync_runner that counts the syncs."""
+    """A synchronous sync_runner that counts the jobs, and tells a data fsync from a metadata write."""
 
     def __init__(self) -> None:
         self.calls = 0
+        self.jobs: list[str] = []
 
     def __call__(self, work: Callable[[], None]) -> Deferred[None]:
         self.calls += 1
+        name = getattr(getattr(work, "func", work), "__name__", "?")
+        self.jobs.append({"_fsync_work": "fsync", "_write_metadata": "metadata"}.get(name, name))
         return maybeDeferred(work)
 
 
@@ -485,13 +488,21 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         queue.put(message(1, b"ab"))
         self.assertEqual(self.runner.calls, 0)
         queue.read()
-        self.assertEqual(self.runner.calls, 1)
+        # A sync: the data fsync, then the metadata.
+        self.assertEqual(self.runner.jobs, ["fsync", "metadata"])
         self.assertEqual(self.read_bytes(self.meta()), golden_metadata(1, 0, 32, 0, 64))
         queue.put(message(2, b"ab"))
         queue.read()
-        self.assertEqual(self.runner.calls, 1)
-        queue.read()
         self.assertEqual(self.runner.calls, 2)
+        queue.read()
+        self.assertEqual(self.runner.jobs, ["fsync", "metadata"] * 2)
+        # Reads alone leave no data to fsync: only the metadata is written.
+        queue.put(message(3, b"ab"))
+        queue.put(message(4, b"ab"))
+        queue.sync()
+        self.assertEqual(self.runner.jobs, ["fsync", "metadata"] * 2 + ["fsync"])
+        queue.read()
+        self.assertEqual(self.runner.jobs, ["fsync", "metadata"] * 2 + ["fsync", "metadata"])
 
     def test_sync_timeout_one_timer(self) -> None:
         queue = self.make(sync_timeout=2.0)
@@ -506,12 +517,12 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         self.clock.advance(1.5)
         self.assertEqual(self.runner.calls, 0)
         self.clock.advance(0.5)
-        self.assertEqual(self.runner.calls, 1)
+        self.assertEqual(self.runner.jobs, ["fsync", "metadata"])
         self.assertEqual(self.read_bytes(self.meta()), golden_metadata(1, 0, 49 * 32, 0, 50 * 32))
         # Idle: no timer, no more syncs.
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(10)
-        self.assertEqual(self.runner.calls, 1)
+        self.assertEqual(self.runner.calls, 2)
 
     def test_sync_on_roll(self) -> None:
         queue = self.make(max_bytes_per_file=64)
@@ -519,7 +530,7 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         queue.put(message(1, b"ab"))
         self.assertEqual(self.runner.calls, 0)
         queue.put(message(2, b"ab"))
-        self.assertEqual(self.runner.calls, 1)
+        self.assertEqual(self.runner.jobs, ["fsync", "metadata"])
         self.assertEqual(self.read_bytes(self.meta()), golden_metadata(2, 0, 0, 1, 0))
         self.assertEqual(os.path.getsize(self.file(0)), 64)
 
@@ -531,7 +542,8 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         queue.read()
         self.assertEqual(self.runner.calls, calls)
         queue.read()
-        self.assertEqual(self.runner.calls, calls + 1)
+        # Moving on: the metadata, and the new write file's data and name first.
+        self.assertEqual(self.runner.jobs[calls:], ["fsync", "metadata"])
         self.assertEqual(self.read_bytes(self.meta()), golden_metadata(1, 1, 0, 1, 32))
 
     def test_explicit_sync(self) -> None:
@@ -540,14 +552,21 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         d = queue.sync()
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual(os.path.getsize(self.file(0)), 32)
+        # Only the data: the metadata follows Go's schedule (here the timer), off the caller's path.
+        self.assertEqual(self.runner.jobs, ["fsync"])
+        self.assertFalse(os.path.exists(self.meta()))
+        self.clock.advance(2.0)
+        self.assertEqual(self.runner.jobs, ["fsync", "metadata"])
         self.assertEqual(self.read_bytes(self.meta()), golden_metadata(1, 0, 0, 0, 32))
+        # Nothing new: a sync costs no thread round trip.
+        self.assertIsNone(self.successResultOf(queue.sync()))
+        self.assertEqual(self.runner.calls, 2)
 
-    def test_sync_coalesces_and_snapshots(self) -> None:
+    def test_sync_coalesces(self) -> None:
         runner = ManualRunner()
         queue = self.make(sync_runner=runner)
         queue.put(message(0, b"ab"))
         first = queue.sync()
-        # The metadata was taken when the sync started; later puts are not in it.
         queue.put(message(1, b"ab"))
         second = queue.sync()
         third = queue.sync()
@@ -555,29 +574,65 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         self.assertNoResult(first)
         runner.run_one()
         self.assertIsNone(self.successResultOf(first))
-        self.assertEqual(self.read_bytes(self.meta()), golden_metadata(1, 0, 0, 0, 32))
-        # The two requests made meanwhile share one follow-up sync.
+        # The two requests made meanwhile share one follow-up fsync.
         self.assertEqual(len(runner.pending), 1)
         self.assertNoResult(second)
         runner.run_one()
         self.assertIsNone(self.successResultOf(second))
         self.assertIsNone(self.successResultOf(third))
-        self.assertEqual(self.read_bytes(self.meta()), golden_metadata(2, 0, 0, 0, 64))
+        self.assertEqual(runner.pending, [])
+        # A publisher's sync never writes the metadata.
+        self.assertFalse(os.path.exists(self.meta()))
+
+    def test_metadata_written_after_the_data_fsync_without_blocking_it(self) -> None:
+        runner = ManualRunner()
+        queue = self.make(sync_runner=runner)
+        queue.put(message(0, b"ab"))
+        self.clock.advance(2.0)
+        runner.run_one()
+        # The data is fsynced; the metadata write is queued, and a publisher's sync asked for
+        # meanwhile does not wait for it.
+        self.assertEqual(len(runner.pending), 1)
+        queue.put(message(1, b"ab"))
+        waiting = queue.sync()
+        self.assertEqual(len(runner.pending), 2)
+        self.assertNoResult(waiting)
+        runner.run_one(1)
+        self.assertIsNone(self.successResultOf(waiting))
+        self.assertFalse(os.path.exists(self.meta()))
+        runner.run_one()
+        self.assertEqual(self.read_bytes(self.meta()), golden_metadata(1, 0, 0, 0, 32))
+        self.assertEqual(runner.pending, [])
+
+    def test_sync_snapshots_metadata(self) -> None:
+        runner = ManualRunner()
+        queue = self.make(sync_runner=runner)
+        queue.put(message(0, b"ab"))
+        self.clock.advance(2.0)
+        runner.run_one()
+        queue.put(message(1, b"ab"))
+        runner.run_one()
+        # The metadata was taken when its write started; later puts are not in it.
+        self.assertEqual(self.read_bytes(self.meta()), golden_metadata(1, 0, 0, 0, 32))
         self.assertEqual(runner.pending, [])
 
     def test_close_is_synchronous(self) -> None:
         runner = ManualRunner()
         queue = self.make(sync_runner=runner)
         queue.put(message(0, b"ab"))
-        pending = queue.sync()
+        self.clock.advance(2.0)
+        runner.run_one()
+        # A metadata write (one message) is pending; then a publisher's fsync is too.
         queue.put(message(1, b"ab"))
         waiting = queue.sync()
+        self.assertEqual(len(runner.pending), 2)
         queue.close()
         self.assertEqual(self.read_bytes(self.meta()), golden_metadata(2, 0, 0, 0, 64))
-        self.assertIsNone(self.successResultOf(waiting))
-        # The older sync finishing late does not overwrite the newer metadata.
+        self.assertEqual(os.path.getsize(self.file(0)), 64)
+        # The older jobs finishing late do not overwrite the newer metadata.
         runner.run_one()
-        self.assertIsNone(self.successResultOf(pending))
+        runner.run_one()
+        self.assertIsNone(self.successResultOf(waiting))
         self.assertEqual(self.read_bytes(self.meta()), golden_metadata(2, 0, 0, 0, 64))
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual([n for n in self.listing() if n.endswith(".tmp")], [])

@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from twisted_nsq.nsqd.backend import IBackendQueue
-from twisted_nsq.nsqd.diskqueue import DiskQueue
+from twisted_nsq.nsqd.diskqueue import DiskQueue, batched_close
 from twisted_nsq.nsqd.metadata import MetadataPersister, load_metadata
 
 if TYPE_CHECKING:
@@ -97,9 +97,13 @@ def persist_and_close(nsqd: NSQD, persister: MetadataPersister | None) -> Deferr
     Go nsqd's exit steps 2 and 3, once clients and listeners are gone: write ``nsqd.dat`` one
     last time (a failure is logged, as in Go), then close every topic, which flushes each
     channel's memory, in-flight and deferred messages and then the topic's memory queue to the
-    disk queues, and syncs and closes them.
+    disk queues, and syncs and closes them (together: see
+    L{twisted_nsq.nsqd.diskqueue.batched_close}). The queues are durable when it returns.
     """
     if persister is not None:
         persister.uninstall()
         persister.write_now()
-    return nsqd.close()
+    # Thousands of queues: their fsyncs run together, one directory fsync at the end, and a
+    # queue that has nothing new to make durable costs none (docs/performance.md, "Scale").
+    with batched_close():
+        return nsqd.close()
