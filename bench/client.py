@@ -116,11 +116,21 @@ def _publish(conn: Connection, command: bytes, per_command: int, count: int, dea
 
 
 def run_publisher(config: dict[str, Any], wait_for_go: Callable[[], None]) -> dict[str, Any]:
-    """PUB one at a time (C{batch} 1) or MPUB batches, each waiting for its C{OK}."""
+    """
+    PUB one at a time (C{batch} 1) or MPUB batches, each waiting for its C{OK}; with C{keys},
+    an MPUB batch's bodies start with C{key-<i % keys>|}.
+    """
     body = b"a" * int(config["body_size"])
     batch = int(config["batch"])
     topic = str(config["topic"])
-    command = pub_command(topic, body) if batch == 1 else mpub_command(topic, [body] * batch)
+    keys = int(config.get("keys", 0))
+    if keys and batch > 1:
+        # Bodies C{key-<i % keys>|aaa...} of the same size, for a channel ordered by key.
+        size = len(body)
+        bodies = [(b"key-%d|" % (i % keys)).ljust(size, b"a") for i in range(batch)]
+        command = mpub_command(topic, bodies)
+    else:
+        command = pub_command(topic, body) if batch == 1 else mpub_command(topic, [body] * batch)
     count = int(config.get("count", 0))
     if count % batch:
         raise ValueError(f"count {count} is not a multiple of the batch size {batch}")

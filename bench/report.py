@@ -48,6 +48,7 @@ TARGETS = (
     Target("consume 100 B (RDY 2500, FIN each)", "consume-100", "rate", 580_000, "580k", 0.5, ">= 50%"),
     Target("consume 200 B (RDY 2500, FIN each)", "consume-200", "rate", 560_000, "560k", 0.5, ">= 50%"),
     Target("consume an ordered channel (RDY 100)", "ordered-consume", "rate"),
+    Target("consume a channel ordered by 100 keys (RDY 100)", "ordered-key-consume", "rate"),
     Target("publish while consuming: publish", "pubsub-pub", "rate", 590_000, "590k", 0.5, ">= 50%"),
     Target("publish while consuming: consume", "pubsub-sub", "rate", 510_000, "510k", 0.5, ">= 50%"),
     Target("consume a disk backlog (mem-queue 0)", "consume-disk", "rate", 300_000, "300k", 0.5, ">= 50%"),

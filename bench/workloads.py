@@ -375,25 +375,31 @@ def _fill_and_drain(
     consumers: int = 2,
     idle_s: float = 0.5,
     ordered: bool = False,
+    keys: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     Fill the channel with C{fill} messages of C{body_size} bytes (MPUB x200, 2 connections),
     then drain it with C{consumers} consumers at RDY C{rdy} that FIN every message. With
     C{ordered} the channel is made ordered (C{POST /channel/create?...&ordered=true}) before
-    the fill. Returns the fill row and the drain row; the drain row carries what was read from
-    C{/proc} between the two (C{*_after_fill_*}).
+    the fill; with C{keys} too it is ordered by key (C{order_key=prefix:|}) and the bodies
+    start with C{key-<i % keys>|}. Returns the fill row and the drain row; the drain row carries
+    what was read from C{/proc} between the two (C{*_after_fill_*}).
     """
     per_client = fill // 2
     if per_client % MPUB_BATCH:
         raise ValueError(f"fill {fill} must be a multiple of {2 * MPUB_BATCH}")
     if ordered:
         http_post(nsqd, f"/topic/create?topic={TOPIC}")
-        http_post(nsqd, f"/channel/create?topic={TOPIC}&channel={CHANNEL}&ordered=true")
+        key = "&order_key=prefix:%7C" if keys else ""
+        http_post(nsqd, f"/channel/create?topic={TOPIC}&channel={CHANNEL}&ordered=true{key}")
     else:
         create_channel(nsqd)
     cpu_before = nsqd.cpu_seconds()
     written_before = nsqd.disk_write_bytes()
-    filled = run_clients(_publishers(nsqd, body_size, MPUB_BATCH, count=per_client), timeout_s=600)
+    limits: dict[str, Any] = {"count": per_client}
+    if keys:
+        limits["keys"] = keys
+    filled = run_clients(_publishers(nsqd, body_size, MPUB_BATCH, **limits), timeout_s=600)
     fill_cpu = nsqd.cpu_seconds() - cpu_before
     nsqd.check_alive()
     fill_messages = sum(r["messages"] for r in filled)
@@ -423,6 +429,8 @@ def _fill_and_drain(
     nsqd.check_alive()
     consumed = sum(r["messages"] for r in drained)
     what = "ordered channel, " if ordered else ""
+    if keys:
+        what = f"ordered by key ({keys} keys), "
     row = _throughput(
         name,
         _described(
@@ -487,6 +495,31 @@ def ordered_consume(settings: Settings, name: str) -> list[dict[str, Any]]:
         idle_rss = nsqd.rss_kib()
         _fill, row = _fill_and_drain(
             nsqd, name, settings.ordered_fill, idle_rss, [], rdy=100, consumers=1, idle_s=2.0, ordered=True
+        )
+        if row["missing"]:
+            raise RuntimeError(f"{row['missing']} of {row['expected']} messages did not arrive")
+    return _stopped(nsqd, [row])
+
+
+def ordered_key_consume(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """
+    C{ordered-consume} on a channel ordered by key (one message in flight per key): bodies
+    C{key-<i % 100>|...}, C{order_key=prefix:|}, drained by one raw consumer at RDY 100. Fails
+    (an error row) on an nsqd without ordering by key.
+    """
+    with settings.nsqd(name) as nsqd:
+        idle_rss = nsqd.rss_kib()
+        _fill, row = _fill_and_drain(
+            nsqd,
+            name,
+            settings.ordered_fill,
+            idle_rss,
+            [],
+            rdy=100,
+            consumers=1,
+            idle_s=2.0,
+            ordered=True,
+            keys=100,
         )
         if row["missing"]:
             raise RuntimeError(f"{row['missing']} of {row['expected']} messages did not arrive")
@@ -885,6 +918,7 @@ REPEATED: dict[str, Workload] = {
     "consume-100": lambda s: consume(s, "consume-100"),
     "consume-200": lambda s: consume(s, "consume-200", body_size=200),
     "ordered-consume": lambda s: ordered_consume(s, "ordered-consume"),
+    "ordered-key-consume": lambda s: ordered_key_consume(s, "ordered-key-consume"),
     "pubsub": lambda s: pubsub(s, "pubsub"),
     "consume-disk": lambda s: consume(s, "consume-disk", s.disk_fill, mem_queue_size=0),
     "latency-rdy1": lambda s: latency(s, "latency-rdy1", 1),

@@ -95,6 +95,7 @@ def nsqd1_topics() -> list[dict[str, Any]]:
                     [_client("cons1", "zeta.host", NOW - 5)],
                     e2e_processing_latency=E2E_1,
                     ordered=True,
+                    order_key="json:<user>",
                 )
             ],
             "depth": 5,
@@ -456,6 +457,8 @@ def _channel_row(
     }
     if "ordered" in kw:
         row["ordered"] = kw["ordered"]
+    if "order_key" in kw:
+        row["order_key"] = kw["order_key"]
     row["e2e_processing_latency"] = _e2e_node(kw.get("e2e", {"count": 0, "percentiles": None}))
     return row
 
@@ -514,7 +517,17 @@ class ClusterViewTopicTests(SynchronousTestCase):
             "nodes": [],
             "channels": [
                 _channel_row(
-                    "nsqd1:4151", "zeta-host", "c", 3, 1, 10, [], client_count=1, ordered=True, e2e=E2E_1
+                    "nsqd1:4151",
+                    "zeta-host",
+                    "c",
+                    3,
+                    1,
+                    10,
+                    [],
+                    client_count=1,
+                    ordered=True,
+                    order_key="json:<user>",
+                    e2e=E2E_1,
                 )
             ],
             "paused": False,
@@ -526,6 +539,7 @@ class ClusterViewTopicTests(SynchronousTestCase):
             "clients": [],
             "paused": False,
             "ordered": True,
+            "order_key": "json:<user>",
             "e2e_processing_latency": {
                 "count": 16,
                 "percentiles": _MERGED_PERCENTILES,
@@ -599,23 +613,54 @@ class ClusterViewTopicTests(SynchronousTestCase):
             answer["nodes"],
             [
                 _channel_row("nsqd2:4151", "alpha-host", "c", 1, 0, 20, [client2], e2e=E2E_2),
-                _channel_row("nsqd1:4151", "zeta-host", "c", 3, 1, 10, [client1], ordered=True, e2e=E2E_1),
+                _channel_row(
+                    "nsqd1:4151",
+                    "zeta-host",
+                    "c",
+                    3,
+                    1,
+                    10,
+                    [client1],
+                    ordered=True,
+                    order_key="json:<user>",
+                    e2e=E2E_1,
+                ),
             ],
         )
         expected_head = _CHANNEL_C_TOTALS
         self.assertEqual({k: answer[k] for k in expected_head}, expected_head)
         self.assertEqual(
             list(answer),
-            [*expected_head, "nodes", "clients", "paused", "ordered", "e2e_processing_latency", "message"],
+            [
+                *expected_head,
+                "nodes",
+                "clients",
+                "paused",
+                "ordered",
+                "order_key",
+                "e2e_processing_latency",
+                "message",
+            ],
         )
         self.assertIs(answer["ordered"], True)
+        self.assertEqual(answer["order_key"], "json:<user>", "the order key passes through")
         self.assertEqual(answer["message"], "")
 
     def test_channel_not_ordered(self) -> None:
         """C{ordered} appears on the aggregate only when some node reports it true."""
         answer = self.successResultOf(self.view.channel("t", "d"))
         self.assertNotIn("ordered", answer)
+        self.assertNotIn("order_key", answer)
         self.assertIs(answer["paused"], True)
+
+    def test_order_keys_of_nodes_that_disagree(self) -> None:
+        """Nodes ordering one channel by different keys: the aggregate names every key."""
+        rows = [
+            {**_channel_row("a:4151", "a", "c", 1, 0, 1, [], ordered=True, order_key="prefix:|")},
+            {**_channel_row("b:4151", "b", "c", 1, 0, 1, [], ordered=True, order_key="json:k")},
+            {**_channel_row("c:4151", "c", "c", 1, 0, 1, [], ordered=True)},
+        ]
+        self.assertEqual(aggregate_channel("t", "c", rows)["order_key"], "json:k, prefix:|")
 
     def test_unknown_channel(self) -> None:
         """A channel no node has: an empty aggregate."""

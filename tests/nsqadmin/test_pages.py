@@ -603,6 +603,20 @@ class TopicPageTests(PagesTestCase):
         self.assertNotIn("label-ordered", audit)
         self.assertNotIn("label-paused", audit)
 
+    def test_channel_ordered_by_key(self) -> None:
+        """The channel list reads the order key from the nodes' rows, escaped."""
+        topic = dict(self.view.topic_stats["orders"])
+        billing, audit = topic["channels"]
+        nodes = [dict(node) for node in billing["nodes"]]
+        nodes[1]["order_key"] = "prefix:<|>"
+        topic["channels"] = [{**billing, "nodes": nodes}, audit]
+        self.view.topic_stats["orders"] = topic
+        html = self.page("/topics/orders").text
+        row = self.row(html, topic="orders", channel="billing")
+        self.assertEqual(self.cells(row)[0], "billing paused ordered by prefix:&lt;|&gt;")
+        self.assertIn('class="label label-ordered"', row)
+        self.assertIn("ordered by prefix:&lt;|&gt;</span>", row)
+
     def test_paused_and_e2e(self) -> None:
         """The paused label on the topic and its E2E percentiles."""
         html = self.page("/topics/orders").text
@@ -665,6 +679,18 @@ class ChannelPageTests(PagesTestCase):
         self.assertIn("label-paused", self.row(html, topic="orders", channel="billing", node=NODE_B))
         self.assertRegex(
             html, r"<h1>Channel <span class=\"name\">billing</span>\s*<span class=\"label label-ordered\""
+        )
+
+    def test_ordered_by_key_label(self) -> None:
+        """A channel ordered by key shows its key, escaped, in the same ordered label."""
+        self.view.channel_stats = {**CHANNEL, "order_key": f"json:{XSS_SCRIPT}"}
+        html = self.page("/topics/orders/billing").text
+        self.assertNotIn(XSS_SCRIPT, html)
+        self.assertRegex(
+            html,
+            r"<h1>Channel <span class=\"name\">billing</span>\s*<span class=\"label label-ordered\"[^>]*>"
+            + re.escape(f"ordered by json:{html_escape(XSS_SCRIPT, quote=False)}")
+            + "</span>",
         )
 
     def test_clients(self) -> None:

@@ -74,6 +74,8 @@ GO_DEFAULTS: dict[str, object] = {
     "deferred_memory_limit": 0,
     "http_debug": False,
     "ordered_channel": [],
+    "ordered_channel_key": "",
+    "ordered_max_pending": 10000,
 }
 
 

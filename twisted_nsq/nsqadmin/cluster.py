@@ -370,6 +370,9 @@ def _channel_row(raw: dict[str, Any], topic: str, producer: _Producer, now: int)
     if "ordered" in raw:
         # A twisted-nsq extension of /stats: the channel delivers in publish order.
         row["ordered"] = bool(raw["ordered"])
+    if isinstance(raw.get("order_key"), str):
+        # Its order key, when the channel is ordered by key.
+        row["order_key"] = raw["order_key"]
     row["e2e_processing_latency"] = _e2e_node(raw.get("e2e_processing_latency"))
     return row
 
@@ -437,6 +440,10 @@ def aggregate_channel(topic: str, channel: str, rows: Sequence[JSONObject]) -> J
     aggregate["paused"] = any(row["paused"] for row in nodes)
     if any(row.get("ordered") for row in nodes):
         aggregate["ordered"] = True
+    order_keys = sorted({row["order_key"] for row in nodes if row.get("order_key")})
+    if order_keys:
+        # Nodes normally agree; if not, every key shows.
+        aggregate["order_key"] = ", ".join(order_keys)
     latency = _E2EAggregate(topic, channel, aggregate["node"])
     for row in nodes:
         latency.add(row["e2e_processing_latency"])

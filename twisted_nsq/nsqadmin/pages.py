@@ -264,6 +264,17 @@ def _is_ordered(stats: Mapping[str, Any]) -> bool:
     return any(isinstance(n, Mapping) and n.get("ordered") is True for n in stats.get("nodes") or [])
 
 
+def _order_key(stats: Mapping[str, Any]) -> str:
+    """The order key of a channel ordered by key (twisted-nsq's /stats), or ""."""
+    key = stats.get("order_key")
+    if isinstance(key, str) and key:
+        return key
+    for node in stats.get("nodes") or []:
+        if isinstance(node, Mapping) and isinstance(node.get("order_key"), str) and node["order_key"]:
+            return str(node["order_key"])
+    return ""
+
+
 def _queue_columns(stats: Mapping[str, Any]) -> dict[str, Any]:
     """The columns a topic and a channel share: names, depths, message count, paused, E2E."""
     depth = _int(stats, "depth")
@@ -293,6 +304,7 @@ def channel_row(stats: Mapping[str, Any]) -> dict[str, Any]:
         timed_out=_int(stats, "timeout_count"),
         clients=_int(stats, "client_count"),
         ordered=_is_ordered(stats),
+        order_key=_order_key(stats),
     )
     return row
 

@@ -11,6 +11,12 @@ entered it, one message in flight at a time: its memory queue and disk queue for
 a message put back by REQ, a timeout or a disconnect becomes the *head*, delivered again before
 anything else. The ordered rules cost a flag check per dispatch pass (and per message only on
 paths that already write to disk or take a message back).
+
+An ordered channel may be *ordered by key* (C{order_key}): each message's key is read from its
+body when it leaves the FIFO, and the rules above hold per key. A key has at most one message in
+flight; a message whose key is busy (in flight, or its taken-back head waiting out a REQ delay)
+is parked in that key's pending lane, up to C{--ordered-max-pending} per channel, past which the
+FIFO is not read until a key frees. Messages taken back go to the front of their key's lane.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from zope.interface import Attribute, Interface
 
 from twisted_nsq.nsqd.backend import IBackendQueue
 from twisted_nsq.nsqd.message import Message
-from twisted_nsq.nsqd.ordered import head_path, load_head, save_head
+from twisted_nsq.nsqd.ordered import KeyFunction, OrderKey, head_path, load_head, parse_order_key, save_head
 from twisted_nsq.nsqd.sidecar import load_deferrals, save_deferrals, sidecar_path
 from twisted_nsq.nsqd.spill import DeferredSpill
 from twisted_nsq.wire.names import is_ephemeral
@@ -76,7 +82,13 @@ class Channel:
     """One channel of a topic. See the module docstring."""
 
     def __init__(
-        self, nsqd: NSQD, topic_name: str, name: str, backend: IBackendQueue, ordered: bool = False
+        self,
+        nsqd: NSQD,
+        topic_name: str,
+        name: str,
+        backend: IBackendQueue,
+        ordered: bool = False,
+        order_key: str = "",
     ) -> None:
         self.nsqd = nsqd
         self.topic_name = topic_name
@@ -137,14 +149,41 @@ class Channel:
         # Copies in the disk queue to drop when read: their head-file twins went out first.
         self._skip: dict[bytes, int] = {}
         self._head_file = ""
+        #: The order key spec of a channel ordered by key ("" when ordered as a whole or not at all).
+        self.order_key = ""
+        # Ordered by key: the state below is used only while ``_keyed`` (see _dispatch_keyed).
+        self._keyed = False
+        self._key_of: KeyFunction = _no_key
+        # Each key's pending messages (parked, or taken back to the front), oldest first.
+        self._lanes: dict[OrderKey, deque[Message]] = {}
+        # Messages in all lanes, and how many may be parked before the FIFO stops being read.
+        self._parked = 0
+        self._max_pending = max(1, int(getattr(nsqd.options, "ordered_max_pending", 10000)))
+        # In-flight messages per key, and the key of each in-flight message (by ID).
+        self._busy: dict[OrderKey, int] = {}
+        self._flight_keys: dict[bytes, OrderKey] = {}
+        # Keys whose lane front waits out a REQ delay (clock time), and a heap of those times.
+        self._waits: dict[OrderKey, float] = {}
+        self._wait_heap: list[tuple[float, int, OrderKey]] = []
+        # Keys whose lane front may go out now (checked again when taken), without repeats.
+        self._ready_keys: deque[OrderKey] = deque()
+        self._ready_set: set[OrderKey] = set()
+        # IDs of lane messages that were taken back (they stay in ID order at the lane's front).
+        self._taken: set[bytes] = set()
+        # The key of the message _next_keyed just returned.
+        self._taken_key: OrderKey = None
+        # The head file's messages in file order with their waits (clock seconds), until the
+        # mode is known: ordered by key keeps the file order, which keeps each key's order.
+        self._loaded: list[tuple[Message, float]] = []
         if not self.ephemeral and backend.unbounded:
             self._head_file = head_path(nsqd.data_path(), f"{topic_name}:{name}")
             self._load_head()
         if ordered:
-            self.set_ordered(True)
+            self.set_mode(True, order_key)
         elif self._head:
             # No (longer) ordered: what the head file held joins the front of the queue.
             self._release_head()
+        self._loaded = []
 
     def __repr__(self) -> str:
         return f"<Channel {self.topic_name}:{self.name}>"
@@ -158,7 +197,13 @@ class Channel:
 
     def depth(self) -> int:
         head = len(self._head) - 1 if self._head_wait else len(self._head)
+        if self._keyed:
+            head += self._parked - len(self._waits)
         return len(self._memory) + self._backend.depth() + head
+
+    def pending_count(self) -> int:
+        """Messages held in a channel ordered by key's lanes (``order_pending`` in /stats)."""
+        return self._parked
 
     def backend_depth(self) -> int:
         return self._backend.depth()
@@ -298,7 +343,7 @@ class Channel:
         channel's head while it waits out a REQ delay.
         """
         spilled = len(self._spill) if self._spill is not None else 0
-        return len(self.deferred) + spilled + (1 if self._head_wait else 0)
+        return len(self.deferred) + spilled + (1 if self._head_wait else 0) + len(self._waits)
 
     def _pop(self) -> Message | None:
         if self._memory:
@@ -358,7 +403,10 @@ class Channel:
         if self.ordered:
             for message in [m for m in self.in_flight.values() if m.client_id == client_id]:
                 del self.in_flight[message.id]
-                self._to_head(message)
+                if self._keyed:
+                    self._key_back(message)
+                else:
+                    self._to_head(message)
         if not self.clients and self.ephemeral and not self.deleted:
             self.nsqd.delete_ephemeral_channel(self)
 
@@ -370,7 +418,10 @@ class Channel:
         if self.paused or not self._consumers:
             return
         if self.ordered:
-            self._dispatch_ordered()
+            if self._keyed:
+                self._dispatch_keyed()
+            else:
+                self._dispatch_ordered()
             return
         consumers = self._consumers
         count = len(consumers)
@@ -491,7 +542,314 @@ class Channel:
         if not self.dirty:
             self.nsqd.mark_dirty(self)
 
+    # -- ordered by key --------------------------------------------------------------------------
+
+    def _dispatch_keyed(self) -> None:
+        """
+        Fill ready clients' RDY windows, round-robin, with messages whose key is free: the
+        fronts of freed lanes first, then the FIFO (parking what belongs to a busy key).
+        """
+        consumers = self._consumers
+        count = len(consumers)
+        clock_now = self._clock.seconds()
+        in_flight = self.in_flight
+        busy = self._busy
+        flight_keys = self._flight_keys
+        take_next = self._next_keyed
+        randrange = self._random.randrange
+        progressed = True
+        while progressed:
+            progressed = False
+            depth = len(self._ready_keys)
+            if self._parked < self._max_pending:
+                depth += len(self._memory) + self._backend.depth()
+            if not depth:
+                return
+            start = self._rotation % count
+            self._rotation = start + 1
+            ready = [
+                c
+                for c in (consumers[start:] + consumers[:start] if start else consumers)
+                if c.writable and c.ready_count > c.in_flight_count
+            ]
+            if not ready:
+                return
+            share = -(-depth // len(ready))
+            for client in ready:
+                window = client.ready_count - client.in_flight_count
+                take = window if window < share else share
+                deadline = clock_now + client.msg_timeout
+                client_id = client.client_id
+                rate = client.sample_rate
+                batch: list[Message] = []
+                append = batch.append
+                budget = PASS_BYTES
+                while take > 0 and budget > 0:
+                    message = take_next()
+                    if message is None:
+                        break
+                    progressed = True
+                    budget -= len(message.body)
+                    key = self._taken_key
+                    if rate and randrange(100) > rate:
+                        # NSQ drops a sampled-out message for the whole channel.
+                        if key in self._lanes:
+                            self._make_ready(key)
+                        continue
+                    busy[key] = busy.get(key, 0) + 1
+                    flight_keys[message.id] = key
+                    message.attempts += 1
+                    message.client_id = client_id
+                    message.delivery_ts = clock_now
+                    message.deadline = deadline
+                    in_flight[message.id] = message
+                    append(message)
+                    take -= 1
+                if not batch:
+                    continue
+                heapq.heappush(self._in_flight_heap, (deadline, next(self._sequence), batch))
+                self._heap_refs += len(batch)
+                if self._heap_refs > 2 * len(in_flight) + HEAP_SLACK:
+                    self._compact_heap()
+                if deadline < self._timer_at:
+                    self._schedule(deadline)
+                client.in_flight_count += len(batch)
+                client.message_count += len(batch)
+                client.deliver(batch)
+
+    def _next_keyed(self) -> Message | None:
+        """
+        The next message that may go out (its key left in ``_taken_key``): a freed lane's
+        front, else the FIFO's next message of a free key; FIFO messages of busy keys are parked
+        on the way, until ``--ordered-max-pending`` are.
+        """
+        ready = self._ready_keys
+        lanes = self._lanes
+        busy = self._busy
+        waits = self._waits
+        while ready:
+            key = ready.popleft()
+            self._ready_set.discard(key)
+            lane = lanes.get(key)
+            if lane is None or key in busy or key in waits:
+                continue
+            front = lane.popleft()
+            if not lane:
+                del lanes[key]
+            self._parked -= 1
+            if self._taken:
+                self._taken.discard(front.id)
+            self._taken_key = key
+            return front
+        key_of = self._key_of
+        pop = self._pop
+        while self._parked < self._max_pending:
+            message = pop()
+            if message is None:
+                return None
+            key = key_of(message.body)
+            if key in busy or key in lanes or key in waits:
+                parked = lanes.get(key)
+                if parked is None:
+                    lanes[key] = parked = deque()
+                parked.append(message)
+                self._parked += 1
+                continue
+            self._taken_key = key
+            return message
+        return None
+
+    def _make_ready(self, key: OrderKey) -> None:
+        """``key``'s lane front may go out (the caller checked the key is free)."""
+        if key not in self._ready_set:
+            self._ready_set.add(key)
+            self._ready_keys.append(key)
+
+    def _key_finished(self, message_id: bytes) -> None:
+        """A message of a channel ordered by key left flight for good: its key may free up."""
+        key = self._flight_keys.pop(message_id, None)
+        busy = self._busy
+        left = busy.get(key, 0) - 1
+        if left > 0:
+            busy[key] = left
+            return
+        busy.pop(key, None)
+        if key in self._lanes and key not in self._waits:
+            self._make_ready(key)
+
+    def _key_back(self, message: Message, delay: float = 0.0) -> None:
+        """
+        Back to the front of its key's lane (after that key's other taken-back messages with
+        lower IDs); with a delay, that key alone waits until then.
+        """
+        key = self._flight_keys.get(message.id)
+        lane = self._lanes.get(key)
+        if lane is None:
+            self._lanes[key] = lane = deque()
+        taken = self._taken
+        index = 0
+        for other in lane:
+            if other.id in taken and other.id < message.id:
+                index += 1
+            else:
+                break
+        lane.insert(index, message)
+        taken.add(message.id)
+        self._parked += 1
+        if delay > 0:
+            wait = self._clock.seconds() + delay
+            if wait > self._waits.get(key, 0.0):
+                self._waits[key] = wait
+                heapq.heappush(self._wait_heap, (wait, next(self._sequence), key))
+            if wait < self._timer_at:
+                self._schedule(wait)
+        self._key_finished(message.id)
+        if not self.dirty:
+            self.nsqd.mark_dirty(self)
+
+    def _release_waits(self, now: float) -> float:
+        """Free the keys whose REQ delay is over; the next wait still to come (or never)."""
+        heap = self._wait_heap
+        waits = self._waits
+        while heap and heap[0][0] <= now:
+            due, _, key = heapq.heappop(heap)
+            if waits.get(key) == due:
+                del waits[key]
+                if key in self._lanes and key not in self._busy:
+                    self._make_ready(key)
+                if not self.dirty:
+                    self.nsqd.mark_dirty(self)
+        return heap[0][0] if heap else _NEVER
+
+    def _key_up(self, spec: str, head: list[Message], waits: dict[bytes, float], taken: bool) -> None:
+        """
+        Enter ordered-by-key mode: ``head`` (each key's messages in its order) goes to the
+        lanes, a message in ``waits`` holds its key until then, and the keys of messages still
+        in flight count as busy. ``taken``: the head holds messages taken back from flight (in
+        ID order), among which messages still in flight rejoin by ID when they come back.
+        """
+        self._keyed = True
+        self._key_of = key_of = parse_order_key(spec)
+        now = self._clock.seconds()
+        for message in self.in_flight.values():
+            key = key_of(message.body)
+            self._flight_keys[message.id] = key
+            self._busy[key] = self._busy.get(key, 0) + 1
+        lanes = self._lanes
+        for message in head:
+            key = key_of(message.body)
+            lane = lanes.get(key)
+            if lane is None:
+                lanes[key] = lane = deque()
+            lane.append(message)
+            if taken:
+                self._taken.add(message.id)
+            self._parked += 1
+            wait = waits.get(message.id, 0.0)
+            if wait > now and wait > self._waits.get(key, 0.0):
+                self._waits[key] = wait
+                heapq.heappush(self._wait_heap, (wait, next(self._sequence), key))
+                if wait < self._timer_at:
+                    self._schedule(wait)
+        for key in lanes:
+            if key not in self._busy and key not in self._waits:
+                self._make_ready(key)
+
+    def _key_down(self) -> tuple[list[Message], list[tuple[Message, float]]]:
+        """
+        Leave ordered-by-key mode: the lanes' messages oldest first, minus each waiting key's
+        front, and those fronts with their wait; the in-flight messages simply finish.
+        """
+        now = self._clock.seconds()
+        free: list[Message] = []
+        waiting: list[tuple[Message, float]] = []
+        for key, lane in self._lanes.items():
+            wait = self._waits.get(key, 0.0)
+            if wait > now:
+                waiting.append((lane.popleft(), wait))
+            free.extend(lane)
+        free.sort(key=_message_id)
+        self._clear_keyed()
+        self._keyed = False
+        self._key_of = _no_key
+        return free, waiting
+
+    def _clear_keyed(self) -> None:
+        self._lanes.clear()
+        self._parked = 0
+        self._busy.clear()
+        self._flight_keys.clear()
+        self._waits.clear()
+        self._wait_heap.clear()
+        self._ready_keys.clear()
+        self._ready_set.clear()
+        self._taken.clear()
+
+    def _keyed_head(self) -> tuple[list[Message], dict[bytes, float]]:
+        """
+        For a clean stop: key after key, its in-flight messages (by ID) then its lane, and the
+        wait of each waiting key's first message.
+        """
+        by_key: dict[OrderKey, list[Message]] = {}
+        flight_keys = self._flight_keys
+        for message in sorted(self.in_flight.values(), key=_message_id):
+            by_key.setdefault(flight_keys.get(message.id), []).append(message)
+        for key, lane in self._lanes.items():
+            by_key.setdefault(key, []).extend(lane)
+        head: list[Message] = []
+        waits: dict[bytes, float] = {}
+        for key, messages in by_key.items():
+            wait = self._waits.get(key, 0.0)
+            if wait and messages:
+                waits[messages[0].id] = wait
+            head.extend(messages)
+        return head, waits
+
     # -- ordered mode ----------------------------------------------------------------------------
+
+    def set_mode(self, ordered: bool, order_key: str = "") -> None:
+        """
+        Set ordered delivery and its order key (C{""}: the channel as a whole; ignored when not
+        ordered). Switching keeps what is held back: the lanes of a channel ordered by key
+        become the head, oldest first, a key waiting out a REQ delay holding it for the time
+        left (or, turning ordered off, deferred); a head becomes the front of its keys' lanes.
+        Messages in flight finish as they are (their keys count as busy).
+
+        @raise ValueError: ``order_key`` is not a valid order key spec (nothing changes).
+        """
+        if not ordered:
+            order_key = ""
+        if order_key:
+            parse_order_key(order_key)
+        if ordered == self.ordered and order_key == self.order_key:
+            return
+        if self._keyed:
+            free, waiting = self._key_down()
+            if ordered:
+                now = self._clock.seconds()
+                self._head = sorted(free + [message for message, _ in waiting], key=_message_id)
+                self._head_wait = max((wait for _, wait in waiting), default=0.0)
+                if self._head_wait > now and self._head_wait < self._timer_at:
+                    self._schedule(self._head_wait)
+            else:
+                now = self._clock.seconds()
+                for message, wait in waiting:
+                    self._defer(message, wait - now)
+                self._memory.extendleft(reversed(free))
+        self.order_key = order_key
+        self.set_ordered(ordered)
+        if order_key:
+            head, self._head = self._head, []
+            wait, self._head_wait = self._head_wait, 0.0
+            taken = not self._loaded
+            if self._loaded:
+                # A head file's own order and waits (a key's order, not the IDs').
+                waits = {message.id: due for message, due in self._loaded if due}
+                head = [message for message, _ in self._loaded]
+            else:
+                waits = {head[0].id: wait} if head and wait else {}
+            self._key_up(order_key, head, waits, taken)
+        self.nsqd.mark_dirty(self)
 
     def set_ordered(self, ordered: bool) -> None:
         """
@@ -500,6 +858,9 @@ class Channel:
         front of the memory queue (a head waiting out a REQ delay is deferred for what is left).
         """
         if ordered == self.ordered:
+            return
+        if not ordered and (self._keyed or self.order_key):
+            self.set_mode(False)
             return
         self.ordered = ordered
         if ordered:
@@ -532,6 +893,7 @@ class Channel:
         for message, _ in state.messages:
             skip[message.id] = skip.get(message.id, 0) + 1
         self._head = sorted((message for message, _ in state.messages), key=_message_id)
+        self._loaded = [(message, wait / 1e9) for message, wait in state.messages]
         waits = [wait for _, wait in state.messages if wait]
         if waits:
             wait = max(waits) / 1e9
@@ -553,6 +915,8 @@ class Channel:
         """FIN: the message is done. Raises ChannelError with NSQ's reason."""
         message = self._owned(client_id, message_id)
         del self.in_flight[message_id]
+        if self._keyed:
+            self._key_finished(message_id)
         if message.ref is not None:
             self._backend.done(message)
         for observer in self.on_finish:
@@ -564,7 +928,9 @@ class Channel:
         message = self._owned(client_id, message_id)
         del self.in_flight[message_id]
         self.requeue_count += 1
-        if self.ordered:
+        if self._keyed:
+            self._key_back(message, delay)
+        elif self.ordered:
             self._to_head(message, delay)
         elif delay > 0:
             self._defer(message, delay)
@@ -633,7 +999,9 @@ class Channel:
                     owner = self.clients.get(message.client_id)
                     if owner is not None:
                         owner.message_timed_out()
-                    if self.ordered:
+                    if self._keyed:
+                        self._key_back(message)
+                    elif self.ordered:
                         self._to_head(message)
                     else:
                         self._requeue(message)
@@ -660,7 +1028,9 @@ class Channel:
             self._head_wait = head_wait = 0.0
             if not self.dirty:
                 self.nsqd.mark_dirty(self)
+        key_wait = self._release_waits(now) if self._wait_heap else _NEVER
         upcoming = min(
+            key_wait,
             heap[0][0] if heap else _NEVER,
             deferred_heap[0][0] if deferred_heap else _NEVER,
             spill_time if spill_time is not None else _NEVER,
@@ -693,6 +1063,7 @@ class Channel:
         self._head.clear()
         self._head_wait = 0.0
         self._skip.clear()
+        self._clear_keyed()
         for client in list(self._consumers):
             client.channel_emptied()
 
@@ -739,7 +1110,15 @@ class Channel:
         deferred = sorted(self.deferred.values(), key=lambda m: m.deadline)
         head, self._head = self._head, []
         head_wait, self._head_wait = self._head_wait, 0.0
-        if self.ordered:
+        key_waits: dict[bytes, float] = {}
+        if self._keyed:
+            head, key_waits = self._keyed_head()
+            self._clear_keyed()
+            in_flight = []
+            now = self._clock.seconds()
+            key_waits = {i: wait for i, wait in key_waits.items() if wait > now}
+            head_wait = max(key_waits.values(), default=0.0)
+        elif self.ordered:
             head = sorted(head + in_flight, key=_message_id)
             in_flight = []
         self.in_flight.clear()
@@ -780,17 +1159,22 @@ class Channel:
             skips = [i for i, n in self._skip.items() for _ in range(n)] if on_disk else []
             self._skip.clear()
             wait_ns = int(head_wait * 1e9)
-            save_head(
-                self._head_file,
-                [(message, wait_ns if index == 0 else 0) for index, message in enumerate(head_file)],
-                skips,
-            )
+            if key_waits:
+                records = [(message, int(key_waits.get(message.id, 0.0) * 1e9)) for message in head_file]
+            else:
+                records = [(message, wait_ns if index == 0 else 0) for index, message in enumerate(head_file)]
+            save_head(self._head_file, records, skips)
         if self._sidecar:
             due_times = self._deferred_due
             for message in deferred:
                 due_times[message.id] = message.deadline
             save_deferrals(self._sidecar, {i: int(t * 1e9) for i, t in due_times.items()})
         backend.close()
+
+
+def _no_key(body: bytes) -> OrderKey:
+    """The key function of a channel not ordered by key (never called)."""
+    return None
 
 
 def _message_id(message: Message) -> bytes:

@@ -63,6 +63,7 @@ from twisted_nsq.nsqd.channel import Channel
 from twisted_nsq.nsqd.metrics import PrometheusMetrics
 from twisted_nsq.nsqd.nsqd import NSQD
 from twisted_nsq.nsqd.options import NSQD_FLAGS
+from twisted_nsq.nsqd.ordered import parse_order_key
 from twisted_nsq.nsqd.stats import E2ELatencyTracker, stats_json, stats_text
 from twisted_nsq.nsqd.topic import PublishError, Topic
 from twisted_nsq.wire.commands import parse_int, parse_mpub_body
@@ -458,16 +459,27 @@ class NSQDHTTP:
     def channel_create(self, request: Request) -> None:
         """
         POST /channel/create?topic=&channel=: beyond NSQ, C{ordered=true|false} creates the
-        channel in that mode or switches an existing one (docs/extensions/ordered.md).
+        channel in that mode or switches an existing one, and C{order_key=SPEC} orders it by
+        that key (implying C{ordered=true}; empty: ordered as a whole) (docs/extensions/ordered.md).
         """
         topic, name = self._topic_and_channel_name(request)
+        query = Query.of(request)
         ordered: bool | None = None
-        value = Query.of(request).get("ordered")
+        value = query.get("ordered")
         if value is not None:
             if value not in BOOL_PARAMS:
                 raise APIError(400, "INVALID_ARG_ORDERED")
             ordered = BOOL_PARAMS[value]
-        topic.get_channel(name, ordered=ordered)
+        order_key = query.get("order_key")
+        if order_key:
+            try:
+                parse_order_key(order_key)
+            except ValueError:
+                raise APIError(400, "INVALID_ARG_ORDER_KEY") from None
+            if ordered is False:
+                raise APIError(400, "INVALID_ARG_ORDER_KEY")
+            ordered = True
+        topic.get_channel(name, ordered=ordered, order_key=order_key)
         self.nsqd.run_dispatch()
 
     def channel_delete(self, request: Request) -> None:

@@ -5,11 +5,11 @@ The file is Go nsqd 1.3.0's, byte for byte: compact JSON with Go's key order
 (``{"topics":[{"name":..,"paused":..,"channels":[..] or null}],"version":"1.3.0"}``), written
 atomically (a ``nsqd.dat.<random>.tmp`` file, fsync, rename, fsync of the directory) with mode
 0600. Ephemeral topics and channels are never recorded. Beyond Go: an ordered channel's object
-carries C{"ordered":true} (after C{paused}; absent when off), which Go nsqd ignores as an unknown
-key (docs/extensions/ordered.md). Reading it follows Go's
-``encoding/json`` where a hand-edited file could tell the difference: unknown keys are ignored,
-keys match case-insensitively, ``null`` leaves a field at its zero value, a value of the wrong
-type is an error.
+carries C{"ordered":true} (after C{paused}; absent when off), and one ordered by key also
+C{"order_key":"SPEC"} after it, which Go nsqd ignores as unknown keys
+(docs/extensions/ordered.md). Reading it follows Go's ``encoding/json`` where a hand-edited
+file could tell the difference: unknown keys are ignored, keys match case-insensitively,
+``null`` leaves a field at its zero value, a value of the wrong type is an error.
 
 L{MetadataPersister} rewrites the file whenever nsqd's topology changes, at most once per
 reactor turn.
@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from twisted_nsq._version import NSQ_VERSION
 from twisted_nsq.nsqd.nsqd import INSQDObserver
+from twisted_nsq.nsqd.ordered import parse_order_key
 from twisted_nsq.wire.names import is_valid_channel_name, is_valid_topic_name
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ class ChannelMetadata:
     paused: bool = False
     #: twisted-nsq only: an ordered channel.
     ordered: bool = False
+    #: twisted-nsq only: the order key spec of a channel ordered by key ("" for none).
+    order_key: str = ""
 
 
 @attrs.frozen
@@ -86,7 +89,12 @@ def snapshot(nsqd: NSQD) -> Metadata:
                 name=topic.name,
                 paused=topic.paused,
                 channels=tuple(
-                    ChannelMetadata(name=channel.name, paused=channel.paused, ordered=channel.ordered)
+                    ChannelMetadata(
+                        name=channel.name,
+                        paused=channel.paused,
+                        ordered=channel.ordered,
+                        order_key=channel.order_key,
+                    )
                     for channel in topic.channels.values()
                     if not channel.ephemeral
                 ),
@@ -121,6 +129,8 @@ def _channel_document(channel: ChannelMetadata) -> dict[str, Any]:
     document: dict[str, Any] = {"name": channel.name, "paused": channel.paused}
     if channel.ordered:
         document["ordered"] = True
+        if channel.order_key:
+            document["order_key"] = channel.order_key
     return document
 
 
@@ -232,6 +242,19 @@ def _ordered(channel: dict[str, Any]) -> bool:
     return value if isinstance(value, bool) else False
 
 
+def _order_key(channel: dict[str, Any]) -> str:
+    """Our C{order_key} key; like C{ordered}, a value that is not a valid spec is ignored."""
+    value = _field(channel, "order_key")
+    if not isinstance(value, str) or not value:
+        return ""
+    try:
+        parse_order_key(value)
+    except ValueError:
+        log.warn("ignoring invalid order_key {value!r}", value=value)
+        return ""
+    return value
+
+
 def decode_metadata(data: bytes) -> Metadata:
     """
     Parse ``nsqd.dat``; topics and channels with invalid names are skipped with a warning.
@@ -253,6 +276,7 @@ def decode_metadata(data: bytes) -> Metadata:
                 _string(_field(channel, "name"), "Go struct field ChannelMetadata.topics.channels.name"),
                 _bool(_field(channel, "paused"), "Go struct field ChannelMetadata.topics.channels.paused"),
                 _ordered(channel),
+                _order_key(channel),
             )
             for channel in (
                 _object(raw, where, "nsqd.ChannelMetadata")

@@ -268,7 +268,9 @@ class NSQD:
             topic.pause()
             for channel_entry in entry.channels:
                 # The recorded mode, not --ordered-channel: an operator may have turned it off.
-                channel = topic.get_channel(channel_entry.name, ordered=channel_entry.ordered)
+                channel = topic.get_channel(
+                    channel_entry.name, ordered=channel_entry.ordered, order_key=channel_entry.order_key
+                )
                 if channel_entry.paused:
                     channel.pause()
         for name, topic_paused in paused.items():

@@ -22,7 +22,7 @@ from twisted_nsq._options import (
     options_from,
     parse_options_from,
 )
-from twisted_nsq.nsqd.ordered import check_patterns
+from twisted_nsq.nsqd.ordered import check_order_key, check_patterns
 from twisted_nsq.wire.ids import MAX_NODE_ID, default_node_id
 
 #: C{--tls-min-version} words and the TLS protocol numbers nsqd reports for them (C{/info}).
@@ -130,6 +130,12 @@ class NSQDOptions:
     #: twisted-nsq only: regular expressions; a channel created (by SUB or HTTP without
     #: C{ordered=}) whose whole name matches one is ordered (see docs/extensions/ordered.md).
     ordered_channel: list[str] = attrs.field(factory=list)
+    #: twisted-nsq only: the order key spec (C{json:FIELD} or C{prefix:DELIM}) given to new
+    #: channels that C{ordered_channel} makes ordered ("": ordered as a whole).
+    ordered_channel_key: str = ""
+    #: twisted-nsq only: messages a channel ordered by key parks behind busy keys before it
+    #: stops reading its queue.
+    ordered_max_pending: int = 10000
 
     @property
     def heartbeat_interval(self) -> float:
@@ -197,6 +203,9 @@ class NSQDOptions:
                 )
         self._validate_tls()
         check_patterns(self.ordered_channel)
+        check_order_key(self.ordered_channel_key)
+        if self.ordered_max_pending < 1:
+            raise ValueError(f"--ordered-max-pending must be at least 1 (got {self.ordered_max_pending})")
         check_not_negative(self, (*_DURATION_FIELDS, *_COUNT_FIELDS))
         if self.client_timeout <= 0:
             raise ValueError("client_timeout must be positive")
@@ -392,6 +401,18 @@ def _flags() -> tuple[FlagSpec, ...]:
             Kind.STRING_LIST,
             "(twisted-nsq) regex: new channels whose whole name matches deliver in publish order, "
             "one message in flight (may be given multiple times)",
+        ),
+        flag(
+            "ordered-channel-key",
+            Kind.STRING,
+            "(twisted-nsq) json:FIELD or prefix:DELIM: channels --ordered-channel makes ordered are "
+            "ordered by this key read from the body (one message in flight per key)",
+        ),
+        flag(
+            "ordered-max-pending",
+            INT,
+            "(twisted-nsq) messages a channel ordered by key holds behind busy keys before it stops "
+            "reading its queue",
         ),
     )
 

@@ -1,6 +1,6 @@
 """
-Ordered channels (beyond NSQ, docs/extensions/ordered.md): the head file and the
-C{--ordered-channel} patterns.
+Ordered channels (beyond NSQ, docs/extensions/ordered.md): the head file, the
+C{--ordered-channel} patterns and the order keys of channels ordered by key.
 
 An ordered channel's queue is one FIFO across memory and disk, and a message that was taken off
 it (in flight, or put back by REQ, a timeout or a disconnect) is its *head*: it goes out again
@@ -20,15 +20,21 @@ Format: a sequence of records C{[1 byte kind][int64 BE wait][int32 BE length][pa
     record was written at an earlier stop) and is skipped when read.
 
 The file is written atomically (tmp file, fsync, rename) and removed when there is nothing to
-record; a torn last record is ignored.
+record; a torn last record is ignored. A channel ordered by key writes, key after key, each key's
+in-flight messages and then its pending ones, so the file order keeps every key's order; each
+C{wait} then holds back only the key of its message.
+
+An *order key* spec (C{json:FIELD} or C{prefix:DELIM}) names where a channel ordered by key finds
+each message's key in its body; L{parse_order_key} turns it into a function from body to key.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -36,6 +42,13 @@ from twisted_nsq.nsqd.message import Message
 from twisted_nsq.wire.frames import decode_message, encode_message
 
 _HEAD = struct.Struct(">cqi")
+_JSON_PREFIX = "json:"
+_BYTES_PREFIX = "prefix:"
+_COMPACT = (",", ":")
+
+#: A message's key in a channel ordered by key: C{None} is the one shared "no key" lane.
+OrderKey = str | bytes | None
+KeyFunction = Callable[[bytes], OrderKey]
 _MESSAGE = b"M"
 _SKIP = b"S"
 
@@ -130,3 +143,65 @@ def check_patterns(patterns: Sequence[str]) -> None:
             re.compile(pattern)
         except re.error as e:
             raise ValueError(f"--ordered-channel {pattern!r}: not a valid regular expression: {e}") from e
+
+
+def parse_order_key(spec: str) -> KeyFunction:
+    """
+    The function that reads a message's key from its body, for an order key ``spec``.
+
+      - C{json:FIELD}: the top-level C{FIELD} of a JSON object body; a string value is the key
+        as it is, any other value its compact JSON text.
+      - C{prefix:DELIM}: the bytes before the first C{DELIM} (one or more bytes, UTF-8).
+
+    A body without a key (not JSON, not an object, no such field, no delimiter) gives C{None}.
+
+    @raise ValueError: ``spec`` is neither form, or its field or delimiter is empty.
+    """
+    if spec.startswith(_JSON_PREFIX) and len(spec) > len(_JSON_PREFIX):
+        return _json_key(spec[len(_JSON_PREFIX) :])
+    if spec.startswith(_BYTES_PREFIX) and len(spec) > len(_BYTES_PREFIX):
+        return _prefix_key(spec[len(_BYTES_PREFIX) :].encode("utf-8"))
+    raise ValueError(f"order key {spec!r}: must be json:FIELD or prefix:DELIM")
+
+
+def _json_key(field: str) -> KeyFunction:
+    loads = json.loads
+    dumps = json.dumps
+
+    def key(body: bytes) -> OrderKey:
+        try:
+            document = loads(body)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(document, dict):
+            return None
+        value = document.get(field, _MISSING)
+        if value is _MISSING:
+            return None
+        if isinstance(value, str):
+            return value
+        return dumps(value, separators=_COMPACT)
+
+    return key
+
+
+_MISSING = object()
+
+
+def _prefix_key(delimiter: bytes) -> KeyFunction:
+    def key(body: bytes) -> OrderKey:
+        end = body.find(delimiter)
+        if end < 0:
+            return None
+        return body[:end]
+
+    return key
+
+
+def check_order_key(spec: str) -> None:
+    """@raise ValueError: ``spec`` is not empty and not a valid order key (naming the flag)."""
+    if spec:
+        try:
+            parse_order_key(spec)
+        except ValueError as e:
+            raise ValueError(f"--ordered-channel-key: {e}") from e

@@ -314,6 +314,9 @@ def _channel_stats(
     if channel.ordered:
         # Beyond NSQ (docs/extensions/ordered.md): only when on, so ordinary channels keep Go's shape.
         stats["ordered"] = True
+        if channel.order_key:
+            stats["order_key"] = channel.order_key
+            stats["order_pending"] = channel.pending_count()
     return stats
 
 
@@ -458,6 +461,8 @@ def stats_text(
         for c in t["channels"]:
             prefix = "   *P " if c["paused"] else "      "
             mode = "ordered " if c.get("ordered") else ""
+            if c.get("order_key"):
+                mode = f"ordered by {c['order_key']} pending: {c['order_pending']} "
             out.append(
                 f"{prefix}[{c['channel_name']:<25}] {mode}depth: {c['depth']:<5} "
                 f"be-depth: {c['backend_depth']:<5} "

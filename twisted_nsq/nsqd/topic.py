@@ -216,30 +216,46 @@ class Topic:
 
     # -- channels ---------------------------------------------------------------------------
 
-    def get_channel(self, name: str, ordered: bool | None = None) -> Channel:
+    def get_channel(self, name: str, ordered: bool | None = None, order_key: str | None = None) -> Channel:
         """
         The channel named ``name``, created (and announced) if it does not exist.
 
         ``ordered`` sets the channel's ordered mode (docs/extensions/ordered.md), also on an
         existing channel (persisted in nsqd.dat when it changes); None leaves an existing
         channel's mode alone and gives a new one the mode C{--ordered-channel} says.
+        ``order_key`` likewise sets the order key spec of an ordered channel (C{""}: ordered as
+        a whole); None keeps an existing channel's, and gives a new ordered channel whose name
+        C{--ordered-channel} matches the C{--ordered-channel-key} spec.
+
+        @raise ValueError: ``order_key`` is not a valid order key spec.
         """
         channel = self.channels.get(name)
         if channel is None:
+            patterns = self.nsqd.ordered_patterns
             if ordered is None:
-                ordered = self.nsqd.ordered_patterns.matches(name)
+                ordered = patterns.matches(name)
+            if order_key is None:
+                order_key = ""
+                if ordered and patterns.matches(name):
+                    order_key = str(getattr(self.nsqd.options, "ordered_channel_key", ""))
             channel = Channel(
                 self.nsqd,
                 self.name,
                 name,
                 self.nsqd.make_backend(f"{self.name}:{name}", is_ephemeral(name)),
                 ordered=ordered,
+                order_key=order_key,
             )
             self.channels[name] = channel
             self.nsqd.channel_created(self, channel)
             self._drain()
-        elif ordered is not None and ordered != channel.ordered:
-            channel.set_ordered(ordered)
+            return channel
+        target = channel.ordered if ordered is None else ordered
+        key = channel.order_key if order_key is None else order_key
+        if not target:
+            key = ""
+        if target != channel.ordered or key != channel.order_key:
+            channel.set_mode(target, key)
             self.nsqd.persist_metadata()
         return channel
 
