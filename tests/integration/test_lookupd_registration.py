@@ -292,6 +292,9 @@ class LookupdRegistrationTests(SynchronousTestCase):
             },
         )
 
+        # nsqd asks lookupd's HTTP port for a new topic's channels, which it learns from the IDENTIFY
+        # reply; a topic created before that reply gets none (as in Go: "no available nsqlookupd").
+        wait_until(lambda: "peer info" in nsqd.output(), "nsqd read lookupd's IDENTIFY reply")
         # A PUB creates the topic: REGISTER, then lookupd's channels are created and get the message.
         self.assertEqual(http(nsqd, "POST", "/pub?topic=t1", b"hello"), b"OK")
         fake.wait_command("REGISTER t1")
