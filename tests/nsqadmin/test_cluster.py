@@ -678,6 +678,38 @@ class ClusterViewTopicTests(SynchronousTestCase):
             '"{\\"message\\": \\"TOPIC_NOT_FOUND\\"}"',
         )
 
+    def test_topic_summaries(self) -> None:
+        """
+        Every topic lookupd lists, each aggregated exactly as C{topic()} does, from one C{/stats}
+        call per producer; a topic with no producer gets an empty aggregate.
+        """
+        self.fixture.lookupd.extra_topics["a"] = []
+        before = len(self.fixture.cluster.calls)
+        answer = self.successResultOf(self.view.topic_summaries())
+        calls = self.fixture.cluster.calls[before:]
+        self.assertEqual(answer["message"], "")
+        self.assertEqual([row["topic_name"] for row in answer["topics"]], ["a", "solo", "t"])
+        self.assertEqual(
+            sorted(call for call in calls if "/stats" in call),
+            [
+                "GET nsqd1:4151/stats?format=json&include_clients=false",
+                "GET nsqd2:4151/stats?format=json&include_clients=false",
+            ],
+        )
+        empty = answer["topics"][0]
+        self.assertEqual((empty["node"], empty["depth"], empty["nodes"], empty["channels"]), ("", 0, [], []))
+        # The same aggregate the topic page reads (which asks nsqd for that topic only).
+        single = self.successResultOf(self.view.topic("t"))
+        self.assertEqual(answer["topics"][2], {k: v for k, v in single.items() if k != "message"})
+
+    def test_topic_summaries_partial_failure(self) -> None:
+        """One nsqd down: the other node's topics, and Go's warning."""
+        self.fixture.http.down.add("nsqd1:4151")
+        answer = self.successResultOf(self.view.topic_summaries())
+        self.assertTrue(answer["message"].startswith('WARNING: Get "http://nsqd1:4151/stats?format=json'))
+        t = next(row for row in answer["topics"] if row["topic_name"] == "t")
+        self.assertEqual([row["node"] for row in t["nodes"]], ["nsqd2:4151"])
+
     def test_partial_failure(self) -> None:
         """One nsqd down: the answer has the other node's stats and Go's warning."""
         self.fixture.http.down.add("nsqd1:4151")

@@ -769,6 +769,22 @@ class ClusterView:
         }
         return sorted(found)
 
+    def topic_summaries(self) -> Deferred[JSONObject]:
+        return self._run(self._topic_summaries)
+
+    async def _topic_summaries(self) -> JSONObject:
+        messages: list[str] = []
+        names = self._note(await self._topic_names(), messages)
+        producers = self._note(await self._producers(), messages)
+        stats = self._note(await self._stats(producers, include_clients=False), messages)
+        rows: dict[str, list[JSONObject]] = {}
+        for row in stats.topics:
+            rows.setdefault(row["topic_name"], []).append(row)
+        return {
+            "topics": [aggregate_topic(name, rows.get(name, [])) for name in sorted(set(names) | set(rows))],
+            "message": _warning(messages),
+        }
+
     def topic(self, topic: str) -> Deferred[JSONObject]:
         return self._run(self._topic, topic)
 

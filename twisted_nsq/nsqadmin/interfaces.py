@@ -46,6 +46,12 @@ class IClusterView(Interface):
         """C{{"topics": {topic: [channels]}, "message": ...}}: topics (and their channels) lookupd knows
         with no producer (C{GET /api/topics?inactive=true}); C{{}} without lookupd."""
 
+    def topic_summaries() -> Deferred[JSONObject]:
+        """C{{"topics": [aggregated TopicStats, sorted by name], "message": ...}}: every topic of
+        C{topics()} with its cluster-wide stats (no clients), read with one C{/stats} call per
+        producer rather than one fan-out per topic (the topics page). A topic no producer has gets
+        an empty aggregate (C{"node": ""}, zero counts)."""
+
     def topic(topic: str) -> Deferred[JSONObject]:
         """The aggregated TopicStats of C{GET /api/topics/:topic}."""
 

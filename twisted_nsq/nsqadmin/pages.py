@@ -50,7 +50,6 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 import attrs
 import jinja2
 from klein import Klein
-from twisted.internet.defer import DeferredList, DeferredSemaphore
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -60,7 +59,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqadmin.acl import is_admin
-from twisted_nsq.nsqadmin.interfaces import IClusterView, JSONObject, NodeNotFound, UpstreamError
+from twisted_nsq.nsqadmin.interfaces import IClusterView, NodeNotFound, UpstreamError
 
 log = Logger()
 
@@ -68,8 +67,6 @@ log = Logger()
 REFRESH_SECONDS = 5.0
 #: The longest C{?refresh=} accepted.
 MAX_REFRESH_SECONDS = 3600.0
-#: How many topics the topics page reads at once (each read fans out to every producer).
-TOPIC_READ_CONCURRENCY = 16
 
 _PACKAGE = "twisted_nsq.nsqadmin"
 _ASSET_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -579,28 +576,21 @@ class Pages:
     # -- pages -------------------------------------------------------------------------------
 
     async def topics_page(self, request: Request) -> bytes:
-        """All topics, each with its depth, messages, channels and paused state."""
-        listing = await self.view.topics()
-        names = [str(n) for n in listing.get("topics") or []]
-        semaphore = DeferredSemaphore(TOPIC_READ_CONCURRENCY)
-        reads = DeferredList([semaphore.run(self.view.topic, name) for name in names], consumeErrors=True)
-        results = await reads
-        messages: list[str] = [listing.get("message", "")]
+        """
+        All topics, each with its depth, messages, channels and paused state, from one C{/stats}
+        read per producer (L{IClusterView.topic_summaries}), however many topics there are.
+        """
+        summaries = await self.view.topic_summaries()
         rows: list[dict[str, Any]] = []
-        for name, (succeeded, result) in zip(names, results, strict=True):
-            if not succeeded:
-                # One topic failing (e.g. deleted meanwhile) must not hide every other topic.
-                failure = cast(Failure, result)
-                messages.append(f"WARNING: topic {name}: {failure.getErrorMessage()}")
-                rows.append({"topic": name, "failed": True, "sparkline": ""})
+        for stats in summaries.get("topics") or []:
+            if not isinstance(stats, Mapping):
                 continue
-            stats: JSONObject = result
+            name = str(stats.get("topic_name", ""))
             row = topic_row(stats)
-            row.update(topic=name, failed=False, sparkline=self._sparklines(name).get("rate", ""))
-            messages.append(stats.get("message", ""))
+            row.update(topic=name, sparkline=self._sparklines(name).get("rate", ""))
             rows.append(row)
         return self._render(
-            request, "topics.html", "topics", "Topics", topics=rows, message=_unique(messages)
+            request, "topics.html", "topics", "Topics", topics=rows, message=summaries.get("message", "")
         )
 
     async def topic_page(self, request: Request, topic: str) -> bytes:
@@ -720,12 +710,3 @@ def _etags(header: bytes | None) -> Iterable[bytes]:
     if not header:
         return ()
     return [tag.strip().removeprefix(b"W/") for tag in header.split(b",")]
-
-
-def _unique(messages: Iterable[str]) -> list[str]:
-    """The non-empty messages, each once, in order."""
-    seen: dict[str, None] = {}
-    for m in messages:
-        if m:
-            seen.setdefault(m, None)
-    return list(seen)
