@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.tools import add_common, emit, go_duration, rate_line, span_s
+from bench.tools import add_common, client_config, emit_rate, go_duration
 from bench.workloads import Client, run_clients
 
 
@@ -24,27 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=2, help="consuming connections (processes)")
     parser.add_argument("--idle", type=go_duration, default=2.0, help="stop after this long with nothing new")
     args = parser.parse_args(argv)
-    host, port = args.nsqd_tcp_address
-    config = {
-        "host": host,
-        "port": port,
-        "topic": args.topic,
-        "channel": args.channel,
-        "rdy": args.rdy,
-        "first_s": args.runfor,
-        "idle_s": args.idle,
-        "duration_s": args.runfor,
-    }
+    config = client_config(
+        args,
+        channel=args.channel,
+        rdy=args.rdy,
+        first_s=args.runfor,
+        idle_s=args.idle,
+        duration_s=args.runfor,
+    )
     results = run_clients(
         [Client("consume", config) for _ in range(args.connections)], timeout_s=args.runfor + 600
     )
-    messages = sum(r["messages"] for r in results)
-    seconds = span_s(results)
-    emit(
-        args.json,
-        [rate_line("SUB", messages, seconds, args.size)],
-        {"messages": messages, "seconds": seconds, "msgs_per_s": messages / seconds if seconds else 0.0},
-    )
+    emit_rate(args.json, "SUB", results, args.size)
     return 0
 
 

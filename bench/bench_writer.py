@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.tools import add_common, emit, go_duration, rate_line, span_s
+from bench.tools import add_common, client_config, emit_rate, go_duration
 from bench.workloads import Client, run_clients
 
 
@@ -23,29 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=2, help="publishing connections (processes)")
     parser.add_argument("--count", type=int, default=0, help="stop each connection after this many messages")
     args = parser.parse_args(argv)
-    host, port = args.nsqd_tcp_address
-    config = {
-        "host": host,
-        "port": port,
-        "topic": args.topic,
-        "body_size": args.size,
-        "batch": args.batch_size,
-    }
+    config = client_config(args, body_size=args.size, batch=args.batch_size)
     config["duration_s" if not args.count else "count"] = args.count or args.runfor
     results = run_clients(
         [Client("publish", config) for _ in range(args.connections)], timeout_s=args.runfor + 600
     )
-    messages = sum(r["messages"] for r in results)
-    seconds = span_s(results)
-    emit(
-        args.json,
-        [
-            rate_line(
-                "PUB" if args.batch_size == 1 else f"MPUB x{args.batch_size}", messages, seconds, args.size
-            )
-        ],
-        {"messages": messages, "seconds": seconds, "msgs_per_s": messages / seconds if seconds else 0.0},
-    )
+    emit_rate(args.json, "PUB" if args.batch_size == 1 else f"MPUB x{args.batch_size}", results, args.size)
     return 0
 
 

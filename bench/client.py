@@ -385,7 +385,10 @@ def run_http_lookup(config: dict[str, Any], wait_for_go: Callable[[], None]) -> 
     return _http_loop(config, requests, 1, wait_for_go)
 
 
-ROLES: dict[str, Callable[[dict[str, Any], Callable[[], None]], dict[str, Any]]] = {
+#: A load-client role: its JSON config and the C{wait_for_go} to call once ready, to its result.
+Role = Callable[[dict[str, Any], Callable[[], None]], dict[str, Any]]
+
+ROLES: dict[str, Role] = {
     "http-lookup": run_http_lookup,
     "http-publish": run_http_publisher,
     "publish": run_publisher,
@@ -402,14 +405,22 @@ def _wait_for_go() -> None:
         raise SystemExit(f"expected 'go' on stdin, got {line!r}")
 
 
-def main(argv: list[str]) -> int:
-    """Run the role named by C{argv[0]} with the JSON config in C{argv[1]}; print its result."""
-    if len(argv) != 2 or argv[0] not in ROLES:
-        print(f"usage: python -m bench.client {{{','.join(ROLES)}}} CONFIG_JSON", file=sys.stderr)
+def run_role(module: str, roles: dict[str, Role], argv: list[str]) -> int:
+    """
+    Run the role of C{roles} named by C{argv[0]} with the JSON config in C{argv[1]} (going on
+    C{go}); print its result. C{module} names the C{python -m} module in the usage line.
+    """
+    if len(argv) != 2 or argv[0] not in roles:
+        print(f"usage: python -m {module} {{{','.join(roles)}}} CONFIG_JSON", file=sys.stderr)
         return 2
-    result = ROLES[argv[0]](json.loads(argv[1]), _wait_for_go)
+    result = roles[argv[0]](json.loads(argv[1]), _wait_for_go)
     print(json.dumps(result), flush=True)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """Run the role named by C{argv[0]} with the JSON config in C{argv[1]}; print its result."""
+    return run_role("bench.client", ROLES, argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.client import _read_http_ok
+from bench.client import Role, _read_http_ok, run_role
 from bench.proto import HEARTBEAT, MAGIC_V2, NOP, OK_FRAME, ProtocolError, pub_command
 
 _FRAME_HEADER = struct.Struct(">ii")
@@ -237,26 +237,14 @@ def run_topics(config: dict[str, Any], wait_for_go: Callable[[], None]) -> dict[
     }
 
 
-ROLES: dict[str, Callable[[dict[str, Any], Callable[[], None]], dict[str, Any]]] = {
+ROLES: dict[str, Role] = {
     "connections": run_connections,
     "topics": run_topics,
 }
 
 
-def _wait_for_go() -> None:
-    print("ready", flush=True)
-    line = sys.stdin.readline()
-    if line.strip() != "go":
-        raise SystemExit(f"expected 'go' on stdin, got {line!r}")
-
-
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ROLES:
-        print(f"usage: python -m bench.scale {{{','.join(ROLES)}}} CONFIG_JSON", file=sys.stderr)
-        return 2
-    result = ROLES[argv[0]](json.loads(argv[1]), _wait_for_go)
-    print(json.dumps(result), flush=True)
-    return 0
+    return run_role("bench.scale", ROLES, argv)
 
 
 if __name__ == "__main__":

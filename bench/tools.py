@@ -46,6 +46,12 @@ def add_common(parser: argparse.ArgumentParser, topic: str = "sub_bench") -> Non
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead")
 
 
+def client_config(args: argparse.Namespace, **more: Any) -> dict[str, Any]:
+    """A load client's config: nsqd's TCP address and the topic from L{add_common}'s flags, and C{more}."""
+    host, port = args.nsqd_tcp_address
+    return {"host": host, "port": port, "topic": args.topic, **more}
+
+
 def rate_line(label: str, messages: int, seconds: float, size: int) -> str:
     """Go bench_writer's summary: duration, MB/s, ops/s and us/op."""
     if seconds <= 0 or not messages:
@@ -67,3 +73,14 @@ def span_s(results: list[dict[str, Any]]) -> float:
 def emit(as_json: bool, lines: list[str], document: dict[str, Any]) -> None:
     print(json.dumps(document) if as_json else "\n".join(lines))
     sys.stdout.flush()
+
+
+def emit_rate(as_json: bool, label: str, results: list[dict[str, Any]], size: int) -> None:
+    """Print the load clients' C{results} as one L{rate_line} (or, C{as_json}, their totals)."""
+    messages = sum(r["messages"] for r in results)
+    seconds = span_s(results)
+    emit(
+        as_json,
+        [rate_line(label, messages, seconds, size)],
+        {"messages": messages, "seconds": seconds, "msgs_per_s": messages / seconds if seconds else 0.0},
+    )

@@ -741,43 +741,33 @@ def startup(settings: Settings, name: str) -> list[dict[str, Any]]:
 
 def sink_publish(settings: Settings, name: str, body_size: int, batch: int) -> list[dict[str, Any]]:
     """The C{pub}/C{mpub} clients against L{bench.sink}: the publishers' own ceiling."""
+    command = "PUB" if batch == 1 else f"MPUB x{batch}"
     with Sink(body_size) as sink:
         clients = _publishers(sink, body_size, batch, duration_s=settings.publish_s)
-        cpu_before = sink.cpu_seconds()
-        results = run_clients(clients, timeout_s=settings.publish_s + 60)
-        cpu = sink.cpu_seconds() - cpu_before
-        messages = sum(r["messages"] for r in results)
-        command = "PUB" if batch == 1 else f"MPUB x{batch}"
-        row = _throughput(
-            name,
-            f"client ceiling: {command} {body_size} B, 2 conns, wait for each OK, against the sink",
-            messages,
-            _span_s(results),
-            body_size,
-        )
-        row["sink_cpu_s"] = cpu
-        row["client_cpu_s"] = sum(r["client_cpu_s"] for r in results)
-    return [row]
+        description = f"client ceiling: {command} {body_size} B, 2 conns, wait for each OK, against the sink"
+        return [_sink_row(settings, sink, clients, name, description, body_size)]
 
 
 def sink_consume(settings: Settings, name: str, body_size: int) -> list[dict[str, Any]]:
     """The C{consume} clients (2, RDY 2500, FIN each) against L{bench.sink}, for C{publish_s}."""
     with Sink(body_size) as sink:
         clients = _consumers(sink, rdy=2500, first_s=10.0, idle_s=2.0, duration_s=settings.publish_s)
-        cpu_before = sink.cpu_seconds()
-        results = run_clients(clients, timeout_s=settings.publish_s + 60)
-        cpu = sink.cpu_seconds() - cpu_before
-        messages = sum(r["messages"] for r in results)
-        row = _throughput(
-            name,
-            f"client ceiling: 2 consumers, RDY 2500, FIN each, {body_size} B, against the sink",
-            messages,
-            _span_s(results),
-            body_size,
-        )
-        row["sink_cpu_s"] = cpu
-        row["client_cpu_s"] = sum(r["client_cpu_s"] for r in results)
-    return [row]
+        description = f"client ceiling: 2 consumers, RDY 2500, FIN each, {body_size} B, against the sink"
+        return [_sink_row(settings, sink, clients, name, description, body_size)]
+
+
+def _sink_row(
+    settings: Settings, sink: Nsqd, clients: list[Client], name: str, description: str, body_size: int
+) -> dict[str, Any]:
+    """Run C{clients} against C{sink}: their throughput row, with the sink's and their own CPU."""
+    cpu_before = sink.cpu_seconds()
+    results = run_clients(clients, timeout_s=settings.publish_s + 60)
+    cpu = sink.cpu_seconds() - cpu_before
+    messages = sum(r["messages"] for r in results)
+    row = _throughput(name, description, messages, _span_s(results), body_size)
+    row["sink_cpu_s"] = cpu
+    row["client_cpu_s"] = sum(r["client_cpu_s"] for r in results)
+    return row
 
 
 def _cpu_percent(nsqd: Nsqd, seconds: float) -> tuple[float, float]:

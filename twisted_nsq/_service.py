@@ -51,9 +51,9 @@ class DrainingService(MultiService, metaclass=abc.ABCMeta):
     """
     A daemon's service: C{startService} runs L{_start} and, when it raises, L{_undo_start} before
     re-raising (so a failed start leaves nothing bound); C{stopService} runs L{_drain}, the
-    daemon's shutdown in its written-out order, then stops the children, and returns a Deferred
-    that fires once all of it is done. Starting a running service or stopping a stopped one does
-    nothing.
+    daemon's shutdown in its written-out order, then stops the children, then L{_release} (even
+    when the drain fails), and returns a Deferred that fires once all of it is done. Starting a
+    running service or stopping a stopped one does nothing.
     """
 
     @abc.abstractmethod
@@ -67,6 +67,9 @@ class DrainingService(MultiService, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     async def _drain(self) -> None:
         """Close listeners and connections in the daemon's order."""
+
+    def _release(self) -> None:
+        """Release what must outlive the children (nothing unless a daemon has such a thing)."""
 
     def startService(self) -> None:
         if self.running:
@@ -89,3 +92,4 @@ class DrainingService(MultiService, metaclass=abc.ABCMeta):
             await MultiService.stopService(self)  # type: ignore[no-untyped-call]
         finally:
             self.running = False
+            self._release()

@@ -34,6 +34,26 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+#: A 16-hex-digit message ID as clients show it.
+HEX_ID = re.compile(r"[0-9a-f]{16}")
+
+#: The IDENTIFY answer nsqd gives a client that asks for its defaults (spec 1.5).
+DEFAULT_IDENTIFY = {
+    "max_rdy_count": 2500,
+    "version": "1.3.0",
+    "max_msg_timeout": 900000,
+    "msg_timeout": 60000,
+    "tls_v1": False,
+    "deflate": False,
+    "deflate_level": 6,
+    "max_deflate_level": 6,
+    "snappy": False,
+    "sample_rate": 0,
+    "auth_required": False,
+    "output_buffer_size": 16384,
+    "output_buffer_timeout": 250,
+}
+
 __all__ = [
     "NSQD_COMMAND_VARIABLE",
     "NSQLOOKUPD_COMMAND_VARIABLE",
@@ -529,15 +549,30 @@ def run_pynsq(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(PYNSQ_PRELUDE + scenario + "\n\nrun(scenario)\n", encoding="utf-8")
     arguments = dict(params, nsqd=nsqd.tcp_hostport, timeout=max(timeout - 5.0, 1.0))
+    return run_report(
+        "pynsq scenario", [sys.executable, str(path), json.dumps(arguments)], timeout, (nsqd, *also)
+    )
+
+
+def run_report(what: str, argv: Sequence[str], timeout: float, daemons: Sequence[NSQDProcess]) -> Any:
+    """
+    Run a client scenario's interpreter (C{argv}), which prints C{{"ok": ..., "result": ...}} (or
+    C{"error"}) as JSON on its last line, and return the result.
+
+    @param what: the scenario's name in a failure's message.
+    @param timeout: the hard limit for the subprocess.
+    @param daemons: the processes the scenario talks to; their logs join a failure's message.
+    @raise AssertionError: the scenario failed, printed no result, or did not finish in time.
+    """
 
     def logs() -> str:
-        return "\n".join(f"{daemon.name} ({daemon.pid}):\n{daemon.output()}" for daemon in (nsqd, *also))
+        return "\n".join(f"{daemon.name} ({daemon.pid}):\n{daemon.output()}" for daemon in daemons)
 
     try:
         completed = subprocess.run(
-            [sys.executable, str(path), json.dumps(arguments)],
+            list(argv),
             stdin=subprocess.DEVNULL,
-            # Warnings-as-errors is for our code; pynsq and tornado are third-party clients.
+            # Warnings-as-errors is for our code; the clients (pynsq, gnsq, ansq) are third-party.
             env={k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"},
             capture_output=True,
             timeout=timeout,
@@ -546,7 +581,7 @@ def run_pynsq(
     except subprocess.TimeoutExpired as e:
         stderr = (e.stderr or b"").decode("utf-8", "replace")
         raise AssertionError(
-            f"pynsq scenario did not finish within {timeout}s; stderr:\n{stderr}\n{logs()}"
+            f"{what} did not finish within {timeout}s; stderr:\n{stderr}\n{logs()}"
         ) from None
     stdout = completed.stdout.decode("utf-8", "replace").strip().splitlines()
     stderr = completed.stderr.decode("utf-8", "replace")
@@ -554,9 +589,9 @@ def run_pynsq(
         report = json.loads(stdout[-1])
     except (IndexError, ValueError):
         raise AssertionError(
-            f"pynsq scenario printed no result (exit {completed.returncode}); stdout {stdout!r}; "
+            f"{what} printed no result (exit {completed.returncode}); stdout {stdout!r}; "
             f"stderr:\n{stderr}\n{logs()}"
         ) from None
     if not report["ok"]:
-        raise AssertionError(f"pynsq scenario failed:\n{report['error']}\nstderr:\n{stderr}\n{logs()}")
+        raise AssertionError(f"{what} failed:\n{report['error']}\nstderr:\n{stderr}\n{logs()}")
     return report["result"]

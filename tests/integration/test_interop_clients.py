@@ -11,38 +11,23 @@ registry, so it is an explicit exploratory check instead: C{scripts/interop/nsqj
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration._daemon import NSQDProcess, start_nsqd, start_nsqlookupd
+from tests.integration._daemon import (
+    DEFAULT_IDENTIFY,
+    HEX_ID,
+    NSQDProcess,
+    run_report,
+    start_nsqd,
+    start_nsqlookupd,
+)
 from tests.integration.test_tls_auth import GOOD_SECRET, AuthServer, Certificates
 
 _SCRIPTS = Path(__file__).parent / "interop_scripts"
-
-_HEX_ID = re.compile(r"[0-9a-f]{16}")
-
-#: The IDENTIFY answer nsqd gives a client that asks for its defaults (spec 1.5).
-DEFAULT_IDENTIFY = {
-    "max_rdy_count": 2500,
-    "version": "1.3.0",
-    "max_msg_timeout": 900000,
-    "msg_timeout": 60000,
-    "tls_v1": False,
-    "deflate": False,
-    "deflate_level": 6,
-    "max_deflate_level": 6,
-    "snappy": False,
-    "sample_rate": 0,
-    "auth_required": False,
-    "output_buffer_size": 16384,
-    "output_buffer_timeout": 250,
-}
 
 
 def run_client(
@@ -65,37 +50,8 @@ def run_client(
     @param params: the scenario's parameters, passed as JSON.
     """
     arguments = dict(params, scenario=scenario, timeout=max(timeout - 3.0, 1.0))
-
-    def logs() -> str:
-        return "\n".join(f"{daemon.name} ({daemon.pid}):\n{daemon.output()}" for daemon in daemons)
-
-    try:
-        completed = subprocess.run(
-            [sys.executable, str(_SCRIPTS / f"{script}.py"), json.dumps(arguments)],
-            stdin=subprocess.DEVNULL,
-            # Warnings-as-errors is for our code; gnsq, gevent and ansq are third-party clients.
-            env={k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"},
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as e:
-        stderr = (e.stderr or b"").decode("utf-8", "replace")
-        raise AssertionError(
-            f"{script} {scenario} did not finish within {timeout}s; stderr:\n{stderr}\n{logs()}"
-        ) from None
-    stdout = completed.stdout.decode("utf-8", "replace").strip().splitlines()
-    stderr = completed.stderr.decode("utf-8", "replace")
-    try:
-        report = json.loads(stdout[-1])
-    except (IndexError, ValueError):
-        raise AssertionError(
-            f"{script} {scenario} printed no result (exit {completed.returncode}); stdout {stdout!r}; "
-            f"stderr:\n{stderr}\n{logs()}"
-        ) from None
-    if not report["ok"]:
-        raise AssertionError(f"{script} {scenario} failed:\n{report['error']}\nstderr:\n{stderr}\n{logs()}")
-    return report["result"]
+    argv = [sys.executable, str(_SCRIPTS / f"{script}.py"), json.dumps(arguments)]
+    return run_report(f"{script} {scenario}", argv, timeout, daemons)
 
 
 def start_cluster(
@@ -121,7 +77,7 @@ def start_cluster(
 class _Assertions(SynchronousTestCase):
     def assertValidIDs(self, ids: list[str]) -> None:
         for message_id in ids:
-            self.assertTrue(_HEX_ID.fullmatch(message_id), f"message ID {message_id!r} is not 16 hex digits")
+            self.assertTrue(HEX_ID.fullmatch(message_id), f"message ID {message_id!r} is not 16 hex digits")
         self.assertEqual(len(set(ids)), len(ids), f"duplicate message IDs in {ids}")
 
     def assertRedelivered(self, seen: list[list[Any]], body: str, minimum: float) -> None:

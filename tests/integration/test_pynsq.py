@@ -7,7 +7,6 @@ assertions are made here.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from typing import Any
@@ -15,30 +14,12 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration._daemon import run_pynsq, start_nsqd
+from tests.integration._daemon import DEFAULT_IDENTIFY, HEX_ID, run_pynsq, start_nsqd
 from tests.integration._rawclient import RawClient
 from twisted_nsq.wire.frames import FRAME_TYPE_RESPONSE
 
 _log = Logger()
 
-_HEX_ID = re.compile(r"[0-9a-f]{16}")
-
-#: nsqd's IDENTIFY answer to pynsq's default settings (spec 1.5).
-PYNSQ_DEFAULT_IDENTIFY = {
-    "max_rdy_count": 2500,
-    "version": "1.3.0",
-    "max_msg_timeout": 900000,
-    "msg_timeout": 60000,
-    "tls_v1": False,
-    "deflate": False,
-    "deflate_level": 6,
-    "max_deflate_level": 6,
-    "snappy": False,
-    "sample_rate": 0,
-    "auth_required": False,
-    "output_buffer_size": 16384,
-    "output_buffer_timeout": 250,
-}
 
 PUB_MPUB = r"""
 async def scenario():
@@ -229,7 +210,7 @@ class PynsqTests(SynchronousTestCase):
 
     def assertValidIDs(self, ids: list[str]) -> None:
         for message_id in ids:
-            self.assertTrue(_HEX_ID.fullmatch(message_id), f"message ID {message_id!r} is not 16 hex digits")
+            self.assertTrue(HEX_ID.fullmatch(message_id), f"message ID {message_id!r} is not 16 hex digits")
 
     def test_pub_and_mpub_then_reader(self) -> None:
         """
@@ -240,8 +221,8 @@ class PynsqTests(SynchronousTestCase):
         result = run_pynsq(self, nsqd, PUB_MPUB, topic="pubmpub")
         self.assertEqual(result["answers"], ["OK"] * 11)
         self.assertEqual(result["errors"], [])
-        self.assertEqual(result["writer_identify"], [PYNSQ_DEFAULT_IDENTIFY])
-        self.assertEqual(result["reader_identify"], [PYNSQ_DEFAULT_IDENTIFY])
+        self.assertEqual(result["writer_identify"], [DEFAULT_IDENTIFY])
+        self.assertEqual(result["reader_identify"], [DEFAULT_IDENTIFY])
         got = result["got"]
         expected = sorted([f"pub-{i:02d}" for i in range(10)] + [f"mpub-{i:02d}" for i in range(20)])
         self.assertEqual(sorted(body for body, _, _, _ in got), expected)

@@ -23,6 +23,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.nsqd._manual_runner import ManualRunner
 from twisted_nsq.nsqd.backend import BackendError, IBackendQueue
 from twisted_nsq.nsqd.diskqueue import FLUSH_THRESHOLD, DiskQueue
 from twisted_nsq.nsqd.message import Message
@@ -43,27 +44,6 @@ def golden_metadata(depth: int, rfn: int, rpos: int, wfn: int, wpos: int) -> byt
 
 def message(n: int, body: bytes, attempts: int = 1, timestamp: int = TS) -> Message:
     return Message(b"%016x" % n, body, timestamp + n, attempts)
-
-
-class ManualRunner:
-    """A sync_runner whose work runs only when the test says so."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[Callable[[], None], Deferred[None]]] = []
-
-    def __call__(self, work: Callable[[], None]) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.pending.append((work, d))
-        return d
-
-    def run_one(self, index: int = 0) -> None:
-        work, d = self.pending.pop(index)
-        try:
-            work()
-        except Exception as e:
-            d.errback(e)
-        else:
-            d.callback(None)
 
 
 class CountingRunner:
@@ -572,12 +552,12 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         third = queue.sync()
         self.assertEqual(len(runner.pending), 1)
         self.assertNoResult(first)
-        runner.run_one()
+        runner.run()
         self.assertIsNone(self.successResultOf(first))
         # The two requests made meanwhile share one follow-up fsync.
         self.assertEqual(len(runner.pending), 1)
         self.assertNoResult(second)
-        runner.run_one()
+        runner.run()
         self.assertIsNone(self.successResultOf(second))
         self.assertIsNone(self.successResultOf(third))
         self.assertEqual(runner.pending, [])
@@ -589,7 +569,7 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         queue = self.make(sync_runner=runner)
         queue.put(message(0, b"ab"))
         self.clock.advance(2.0)
-        runner.run_one()
+        runner.run()
         # The data is fsynced; the metadata write is queued, and a publisher's sync asked for
         # meanwhile does not wait for it.
         self.assertEqual(len(runner.pending), 1)
@@ -597,10 +577,10 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         waiting = queue.sync()
         self.assertEqual(len(runner.pending), 2)
         self.assertNoResult(waiting)
-        runner.run_one(1)
+        runner.run(1)
         self.assertIsNone(self.successResultOf(waiting))
         self.assertFalse(os.path.exists(self.meta()))
-        runner.run_one()
+        runner.run()
         self.assertEqual(self.read_bytes(self.meta()), golden_metadata(1, 0, 0, 0, 32))
         self.assertEqual(runner.pending, [])
 
@@ -609,9 +589,9 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         queue = self.make(sync_runner=runner)
         queue.put(message(0, b"ab"))
         self.clock.advance(2.0)
-        runner.run_one()
+        runner.run()
         queue.put(message(1, b"ab"))
-        runner.run_one()
+        runner.run()
         # The metadata was taken when its write started; later puts are not in it.
         self.assertEqual(self.read_bytes(self.meta()), golden_metadata(1, 0, 0, 0, 32))
         self.assertEqual(runner.pending, [])
@@ -621,7 +601,7 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         queue = self.make(sync_runner=runner)
         queue.put(message(0, b"ab"))
         self.clock.advance(2.0)
-        runner.run_one()
+        runner.run()
         # A metadata write (one message) is pending; then a publisher's fsync is too.
         queue.put(message(1, b"ab"))
         waiting = queue.sync()
@@ -630,8 +610,8 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         self.assertEqual(self.read_bytes(self.meta()), golden_metadata(2, 0, 0, 0, 64))
         self.assertEqual(os.path.getsize(self.file(0)), 64)
         # The older jobs finishing late do not overwrite the newer metadata.
-        runner.run_one()
-        runner.run_one()
+        runner.run()
+        runner.run()
         self.assertIsNone(self.successResultOf(waiting))
         self.assertEqual(self.read_bytes(self.meta()), golden_metadata(2, 0, 0, 0, 64))
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -643,7 +623,7 @@ class BufferingAndSyncTests(QueueTestMixin, SynchronousTestCase):
         queue.put(message(0, b"ab"))
         d = queue.sync()
         queue.empty()
-        runner.run_one()
+        runner.run()
         self.successResultOf(d)
         self.assertFalse(os.path.exists(self.meta()))
 

@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.nsqd._manual_runner import ManualRunner
 from twisted_nsq.nsqd.diskqueue import DiskQueue, batched_close
 from twisted_nsq.nsqd.message import Message
 from twisted_nsq.nsqd.persistence import immediate_sync_runner
@@ -35,30 +36,6 @@ META = NAME + ".diskqueue.meta.dat"
 
 def message(n: int) -> Message:
     return Message(b"%016x" % n, b"body-%06d" % n, 1_700_000_000_000_000_000 + n, 1)
-
-
-class ManualRunner:
-    """A sync_runner whose jobs run when the test says, in any order (as a thread pool may)."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[Callable[[], None], Deferred[None]]] = []
-
-    def __call__(self, work: Callable[[], None]) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.pending.append((work, d))
-        return d
-
-    def kinds(self) -> list[str]:
-        return [getattr(getattr(w, "func", w), "__name__", "?") for w, _ in self.pending]
-
-    def run(self, index: int = 0) -> None:
-        work, d = self.pending.pop(index)
-        try:
-            work()
-        except Exception as e:
-            d.errback(e)
-        else:
-            d.callback(None)
 
 
 class Disk:
@@ -176,6 +153,16 @@ class CrashTestMixin:
             queue.put(message(n))
         return queue.sync()
 
+    def tear_tail(self) -> str:
+        """
+        Leave what a power loss mid-write leaves at the end of the newest data file: a record's
+        head and part of its body. Returns the file's path.
+        """
+        torn = os.path.join(self.path, self.data_files()[-1])
+        with open(torn, "ab") as f:
+            f.write(b"\x00\x00\x00\x25" + b"\x00" * 12)
+        return torn
+
     def ids(self, numbers: range) -> list[bytes]:
         return [message(n).id for n in numbers]
 
@@ -187,6 +174,20 @@ class CrashPointTests(CrashTestMixin, SynchronousTestCase):
     def setUp(self) -> None:
         self.setUpDisk()
 
+    def commit(self, queue: DiskQueue, numbers: range) -> None:
+        """Put C{numbers} and acknowledge them: the data fsync runs and the sync fires."""
+        d = self.put_and_sync(queue, numbers)
+        self.runner.run()
+        self.successResultOf(d)
+
+    def commit_all(self, queue: DiskQueue, numbers: range) -> None:
+        """Put C{numbers}, let the timer's sync come, and run every job it brings until it fires."""
+        d = self.put_and_sync(queue, numbers)
+        self.clock.advance(2.0)
+        while self.runner.pending:
+            self.runner.run()
+        self.successResultOf(d)
+
     def test_sync_is_one_data_fsync(self) -> None:
         queue = self.make()
         d = self.put_and_sync(queue, range(3))
@@ -196,9 +197,7 @@ class CrashPointTests(CrashTestMixin, SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual((self.disk.file_fsyncs, self.disk.dir_fsyncs), (1, 1))
         # The same file again: the data alone.
-        d = self.put_and_sync(queue, range(3, 6))
-        self.runner.run()
-        self.successResultOf(d)
+        self.commit(queue, range(3, 6))
         self.assertEqual((self.disk.file_fsyncs, self.disk.dir_fsyncs), (2, 1))
         self.assertFalse(os.path.exists(os.path.join(self.path, META)))
         queue.close()
@@ -208,9 +207,7 @@ class CrashPointTests(CrashTestMixin, SynchronousTestCase):
             with self.subTest(power_loss=power_loss):
                 self.setUpDisk()
                 queue = self.make()
-                d = self.put_and_sync(queue, range(5))
-                self.runner.run()
-                self.successResultOf(d)
+                self.commit(queue, range(5))
                 # Unacknowledged: may be lost, or not.
                 queue.put(message(99))
                 self.clock.advance(0)
@@ -226,9 +223,7 @@ class CrashPointTests(CrashTestMixin, SynchronousTestCase):
         self.clock.advance(2.0)
         while self.runner.pending:
             self.runner.run()
-        d = self.put_and_sync(queue, range(3, 6))
-        self.runner.run()
-        self.successResultOf(d)
+        self.commit(queue, range(3, 6))
         # ...and then 3 more are acknowledged past its write position.
         self.crash(queue, power_loss=True)
         self.assertEqual(self.recover(), self.ids(range(6)))
@@ -277,11 +272,7 @@ class CrashPointTests(CrashTestMixin, SynchronousTestCase):
 
     def test_fully_read_files_deleted_before_metadata(self) -> None:
         queue = self.make(max_bytes_per_file=130)
-        d = self.put_and_sync(queue, range(7))
-        self.clock.advance(2.0)
-        while self.runner.pending:
-            self.runner.run()
-        self.successResultOf(d)
+        self.commit_all(queue, range(7))
         meta = self.disk.read(os.path.join(self.path, META))
         for _ in range(6):
             m = queue.read()
@@ -295,13 +286,10 @@ class CrashPointTests(CrashTestMixin, SynchronousTestCase):
 
     def test_torn_tail_after_crash(self) -> None:
         queue = self.make()
-        d = self.put_and_sync(queue, range(4))
-        self.runner.run()
-        self.successResultOf(d)
+        self.commit(queue, range(4))
         self.crash(queue, power_loss=True)
         # A record that was being written when the power went: its head and part of its body.
-        with open(os.path.join(self.path, self.data_files()[-1]), "ab") as f:
-            f.write(b"\x00\x00\x00\x25" + b"\x00" * 12)
+        self.tear_tail()
         self.assertEqual(self.recover(), self.ids(range(4)))
         # Writing after the salvage never overwrites the salvaged file.
         queue = self.make(sync_runner=immediate_sync_runner)
@@ -312,13 +300,9 @@ class CrashPointTests(CrashTestMixin, SynchronousTestCase):
 
     def test_torn_tail_then_second_crash_before_finishing(self) -> None:
         queue = self.make()
-        d = self.put_and_sync(queue, range(4))
-        self.runner.run()
-        self.successResultOf(d)
+        self.commit(queue, range(4))
         self.crash(queue, power_loss=True)
-        torn = os.path.join(self.path, self.data_files()[-1])
-        with open(torn, "ab") as f:
-            f.write(b"\x00\x00\x00\x25" + b"\x00" * 12)
+        torn = self.tear_tail()
         # Salvaged and handed out, not finished; the metadata now points into the torn file.
         queue = self.make(sync_runner=immediate_sync_runner)
         salvaged = [queue.read() for _ in range(5)]
@@ -335,11 +319,7 @@ class CrashPointTests(CrashTestMixin, SynchronousTestCase):
 
     def test_after_empty_the_first_commit_waits_for_the_metadata(self) -> None:
         queue = self.make(max_bytes_per_file=130)
-        d = self.put_and_sync(queue, range(7))
-        self.clock.advance(2.0)
-        while self.runner.pending:
-            self.runner.run()
-        self.successResultOf(d)
+        self.commit_all(queue, range(7))
         # Files 0 to 2 and the metadata go; writing moves to file 3, which a restart without
         # metadata would never look for.
         queue.empty()
@@ -350,17 +330,13 @@ class CrashPointTests(CrashTestMixin, SynchronousTestCase):
         self.runner.run()
         self.successResultOf(d)
         # From then on, commits are data fsyncs again.
-        d = self.put_and_sync(queue, range(12, 13))
-        self.runner.run()
-        self.successResultOf(d)
+        self.commit(queue, range(12, 13))
         self.crash(queue, power_loss=True)
         self.assertEqual(self.recover(), self.ids(range(10, 13)))
 
     def test_crash_during_metadata_write(self) -> None:
         queue = self.make()
-        d = self.put_and_sync(queue, range(3))
-        self.runner.run()
-        self.successResultOf(d)
+        self.commit(queue, range(3))
         # The metadata's temporary file is written and fsynced, not yet renamed.
         tmp = os.path.join(self.path, META + ".123.tmp")
         with open(tmp, "wb") as f:

@@ -16,7 +16,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_nsq.testing import LoopbackClient, make_nsqd, mpub_body
+from tests.nsqd._ordered_machine import publish
+from twisted_nsq.testing import LoopbackClient, make_nsqd
 
 CHANNELS = ("a", "b")
 
@@ -69,13 +70,7 @@ class NSQDMachine(RuleBasedStateMachine):
     @rule(n=st.integers(1, 5), how=st.sampled_from(["PUB", "MPUB", "DPUB"]), delay=st.integers(0, 3000))
     def publish(self, n: int, how: str, delay: int) -> None:
         bodies = self._bodies(1 if how != "MPUB" else n)
-        if how == "PUB":
-            self.producer.command("PUB t", bodies[0])
-        elif how == "DPUB":
-            self.producer.command(f"DPUB t {delay}", bodies[0])
-        else:
-            self.producer.send(b"MPUB t\n" + mpub_body(bodies))
-        assert [f.data for f in self.producer.frames() if f.data != b"_heartbeat_"] == [b"OK"]
+        publish(self.producer, how, delay, bodies)
         self.published.update(bodies)
 
     @rule(channel=st.sampled_from(CHANNELS), rdy=st.integers(0, 5), timeout=st.sampled_from([1000, 5000]))

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.nsqd._restore import restored_nsqd
 from tests.test_http_helpers import call
 from twisted_nsq.nsqd.channel import Channel
 from twisted_nsq.nsqd.diskqueue import DiskQueue
@@ -32,9 +32,7 @@ from twisted_nsq.nsqd.options import NSQDOptions, parse_nsqd_args
 from twisted_nsq.nsqd.ordered import HeadState, head_path, load_head, save_head
 from twisted_nsq.nsqd.persistence import (
     immediate_sync_runner,
-    make_backend_factory,
     persist_and_close,
-    restore,
 )
 from twisted_nsq.nsqd.stats import stats_json, stats_text
 from twisted_nsq.testing import LoopbackClient, make_nsqd, mpub_body
@@ -53,22 +51,8 @@ class OrderedCase(SynchronousTestCase):
         self.persister: MetadataPersister | None = None
 
     def start(self, **overrides: Any) -> NSQD:
-        values: dict[str, Any] = {
-            "node_id": 1,
-            "broadcast_address": "testhost",
-            "data_path": self.data_path,
-            "mem_queue_size": 5,
-        }
-        values.update(overrides)
-        options = NSQDOptions(**values)
-        cores: list[NSQD] = []
-        factory = make_backend_factory(
-            options, self.clock, immediate_sync_runner, lambda error: cores[0].set_health(error)
-        )
-        nsqd = NSQD(options, self.clock, random_source=random.Random(0), backend_factory=factory)
-        cores.append(nsqd)
-        self.persister = restore(nsqd)
-        nsqd.start()
+        overrides.setdefault("mem_queue_size", 5)
+        nsqd, self.persister = restored_nsqd(self.clock, self.data_path, **overrides)
         return nsqd
 
     def stop(self, nsqd: NSQD) -> None:

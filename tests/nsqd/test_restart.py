@@ -7,7 +7,6 @@ every unfinished message (queued, in flight, deferred) is delivered again with i
 from __future__ import annotations
 
 import os
-import random
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,16 +16,14 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.nsqd._restore import restored_nsqd
 from tests.test_http_helpers import call
 from twisted_nsq.nsqd.http import NSQDHTTP
 from twisted_nsq.nsqd.metadata import MetadataPersister, load_metadata
 from twisted_nsq.nsqd.nsqd import NSQD
 from twisted_nsq.nsqd.options import NSQDOptions
 from twisted_nsq.nsqd.persistence import (
-    immediate_sync_runner,
-    make_backend_factory,
     persist_and_close,
-    restore,
 )
 from twisted_nsq.nsqd.service import DataPathLock, NSQDService, StartupError
 from twisted_nsq.testing import LoopbackClient
@@ -43,18 +40,7 @@ class RestartTests(SynchronousTestCase):
 
     def start(self, **overrides: Any) -> tuple[NSQD, MetadataPersister]:
         """A core on the data path, restored as the service does it."""
-        values: dict[str, Any] = {"node_id": 1, "broadcast_address": "testhost", "data_path": self.data_path}
-        values.update(overrides)
-        options = NSQDOptions(**values)
-        cores: list[NSQD] = []
-        factory = make_backend_factory(
-            options, self.clock, immediate_sync_runner, lambda error: cores[0].set_health(error)
-        )
-        nsqd = NSQD(options, self.clock, random_source=random.Random(0), backend_factory=factory)
-        cores.append(nsqd)
-        persister = restore(nsqd)
-        nsqd.start()
-        return nsqd, persister
+        return restored_nsqd(self.clock, self.data_path, **overrides)
 
     def client(self, nsqd: NSQD) -> LoopbackClient:
         client = LoopbackClient(nsqd)

@@ -151,7 +151,7 @@ class Channel:
         self._head_file = ""
         #: The order key spec of a channel ordered by key ("" when ordered as a whole or not at all).
         self.order_key = ""
-        # Ordered by key: the state below is used only while ``_keyed`` (see _dispatch_keyed).
+        # Ordered by key: the state below is used only while ``_keyed`` (see dispatch).
         self._keyed = False
         self._key_of: KeyFunction = _no_key
         # Each key's pending messages (parked, or taken back to the front), oldest first.
@@ -413,26 +413,37 @@ class Channel:
     # -- dispatch ------------------------------------------------------------------------------
 
     def dispatch(self) -> None:
-        """Fill ready clients' RDY windows from the queue, round-robin, one write per client."""
+        """
+        Fill ready clients' RDY windows from the queue, round-robin, one write per client. A
+        channel ordered by key takes only messages whose key is free: the fronts of freed lanes
+        first, then the FIFO (parking what belongs to a busy key).
+        """
         self.dirty = False
         if self.paused or not self._consumers:
             return
+        keyed = False
         if self.ordered:
-            if self._keyed:
-                self._dispatch_keyed()
-            else:
+            keyed = self._keyed
+            if not keyed:
                 self._dispatch_ordered()
-            return
+                return
         consumers = self._consumers
         count = len(consumers)
         clock_now = self._clock.seconds()
         in_flight = self.in_flight
-        pop = self._pop
+        busy = self._busy
+        flight_keys = self._flight_keys
+        take_next = self._next_keyed if keyed else self._pop
         randrange = self._random.randrange
         progressed = True
         while progressed:
             progressed = False
-            depth = len(self._memory) + self._backend.depth()
+            if keyed:
+                depth = len(self._ready_keys)
+                if self._parked < self._max_pending:
+                    depth += len(self._memory) + self._backend.depth()
+            else:
+                depth = len(self._memory) + self._backend.depth()
             if not depth:
                 return
             start = self._rotation % count
@@ -455,12 +466,21 @@ class Channel:
                 append = batch.append
                 budget = PASS_BYTES
                 while take > 0 and budget > 0:
-                    message = pop()
+                    message = take_next()
                     if message is None:
                         break
                     progressed = True
                     budget -= len(message.body)
-                    if rate and randrange(100) > rate:
+                    if keyed:
+                        key = self._taken_key
+                        if rate and randrange(100) > rate:
+                            # NSQ drops a sampled-out message for the whole channel.
+                            if key in self._lanes:
+                                self._make_ready(key)
+                            continue
+                        busy[key] = busy.get(key, 0) + 1
+                        flight_keys[message.id] = key
+                    elif rate and randrange(100) > rate:
                         # NSQ drops a sampled-out message for the whole channel.
                         continue
                     message.attempts += 1
@@ -543,79 +563,6 @@ class Channel:
             self.nsqd.mark_dirty(self)
 
     # -- ordered by key --------------------------------------------------------------------------
-
-    def _dispatch_keyed(self) -> None:
-        """
-        Fill ready clients' RDY windows, round-robin, with messages whose key is free: the
-        fronts of freed lanes first, then the FIFO (parking what belongs to a busy key).
-        """
-        consumers = self._consumers
-        count = len(consumers)
-        clock_now = self._clock.seconds()
-        in_flight = self.in_flight
-        busy = self._busy
-        flight_keys = self._flight_keys
-        take_next = self._next_keyed
-        randrange = self._random.randrange
-        progressed = True
-        while progressed:
-            progressed = False
-            depth = len(self._ready_keys)
-            if self._parked < self._max_pending:
-                depth += len(self._memory) + self._backend.depth()
-            if not depth:
-                return
-            start = self._rotation % count
-            self._rotation = start + 1
-            ready = [
-                c
-                for c in (consumers[start:] + consumers[:start] if start else consumers)
-                if c.writable and c.ready_count > c.in_flight_count
-            ]
-            if not ready:
-                return
-            share = -(-depth // len(ready))
-            for client in ready:
-                window = client.ready_count - client.in_flight_count
-                take = window if window < share else share
-                deadline = clock_now + client.msg_timeout
-                client_id = client.client_id
-                rate = client.sample_rate
-                batch: list[Message] = []
-                append = batch.append
-                budget = PASS_BYTES
-                while take > 0 and budget > 0:
-                    message = take_next()
-                    if message is None:
-                        break
-                    progressed = True
-                    budget -= len(message.body)
-                    key = self._taken_key
-                    if rate and randrange(100) > rate:
-                        # NSQ drops a sampled-out message for the whole channel.
-                        if key in self._lanes:
-                            self._make_ready(key)
-                        continue
-                    busy[key] = busy.get(key, 0) + 1
-                    flight_keys[message.id] = key
-                    message.attempts += 1
-                    message.client_id = client_id
-                    message.delivery_ts = clock_now
-                    message.deadline = deadline
-                    in_flight[message.id] = message
-                    append(message)
-                    take -= 1
-                if not batch:
-                    continue
-                heapq.heappush(self._in_flight_heap, (deadline, next(self._sequence), batch))
-                self._heap_refs += len(batch)
-                if self._heap_refs > 2 * len(in_flight) + HEAP_SLACK:
-                    self._compact_heap()
-                if deadline < self._timer_at:
-                    self._schedule(deadline)
-                client.in_flight_count += len(batch)
-                client.message_count += len(batch)
-                client.deliver(batch)
 
     def _next_keyed(self) -> Message | None:
         """

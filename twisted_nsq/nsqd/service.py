@@ -16,18 +16,12 @@ import platform
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.interfaces import (
-    IListeningPort,
-    IProtocolFactory,
-    IReactorFromThreads,
-    IReactorTime,
-)
+from twisted.internet.interfaces import IListeningPort, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from twisted_nsq._listen import ListenAddress, StartupError, describe_port, display_address, listen_now
+from twisted_nsq._listen import ListenAddress, StartupError, describe_port
+from twisted_nsq._service import DrainingService, bind_listener, close_listener
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqd.http import NSQDHTTP
 from twisted_nsq.nsqd.metadata import MetadataError, MetadataPersister
@@ -101,7 +95,7 @@ class DataPathLock:
             os.close(fd)
 
 
-class NSQDService(MultiService):
+class NSQDService(DrainingService):
     """
     Runs one nsqd: the core, the TCP, HTTP and HTTPS listeners, and any child services.
 
@@ -124,16 +118,6 @@ class NSQDService(MultiService):
         self._disk_pool: ThreadPool | None = None
         #: The nsqlookupd links (started last, stopped before the core flushes).
         self.lookup: LookupService | None = None
-
-    def startService(self) -> None:
-        if self.running:
-            return
-        try:
-            self._start()
-        except BaseException:
-            self._undo_start()
-            raise
-        super().startService()  # type: ignore[no-untyped-call]
 
     def _start(self) -> None:
         options = self.options
@@ -172,7 +156,7 @@ class NSQDService(MultiService):
         # Twisted announces every factory start and stop at info level; nsqd's log has its own lines.
         factory.noisy = False
 
-        self.tcp_listening_port = self._bind("TCP", tcp, factory)
+        self.tcp_listening_port = bind_listener(self._reactor, _log, "TCP", tcp, factory)
         _, nsqd.tcp_port = describe_port(self.tcp_listening_port)
         # One app (and so one latency tracker) serves HTTP and HTTPS alike, and feeds statsd.
         http_app = NSQDHTTP(nsqd)
@@ -186,13 +170,13 @@ class NSQDService(MultiService):
                 raise StartupError(str(e)) from None
         site.noisy = False
         if http is not None:
-            self.http_listening_port = self._bind("HTTP", http, site)
+            self.http_listening_port = bind_listener(self._reactor, _log, "HTTP", http, site)
             _, nsqd.http_port = describe_port(self.http_listening_port)
         if tls_options is not None and https is not None:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
             secure = TLSMemoryBIOFactory(tls_options, False, site)
-            self.https_listening_port = self._bind("HTTPS", https, secure)
+            self.https_listening_port = bind_listener(self._reactor, _log, "HTTPS", https, secure)
             _, nsqd.https_port = describe_port(self.https_listening_port)
         try:
             self.persister = restore(nsqd)
@@ -226,15 +210,6 @@ class NSQDService(MultiService):
         if self.nsqd is not None:
             self.nsqd.set_health(error)
 
-    def _bind(self, name: str, address: ListenAddress, factory: IProtocolFactory) -> IListeningPort:
-        try:
-            port = listen_now(self._reactor, address, factory)
-        except StartupError as e:
-            raise StartupError(f"listen ({display_address(address)}) failed - {e}") from None
-        printable, _ = describe_port(port)
-        _log.info("{protocol}: listening on {address}", protocol=name, address=printable)
-        return port
-
     def _undo_start(self) -> None:
         self._forget_lookupd_hook()
         lookup, self.lookup = self.lookup, None
@@ -258,46 +233,31 @@ class NSQDService(MultiService):
         if pool is not None:
             pool.stop()
 
-    def stopService(self) -> Deferred[None]:
-        if not self.running:
-            return succeed(None)
-        return ensureDeferred(self._drain())
-
     async def _drain(self) -> None:
-        try:
-            await self._close_port("TCP", self.tcp_listening_port)
-            self.tcp_listening_port = None
-            if self.factory is not None:
-                await self.factory.close_connections()
-            await self._close_port("HTTP", self.http_listening_port)
-            await self._close_port("HTTPS", self.https_listening_port)
-            self.http_listening_port = self.https_listening_port = None
-            # Go stops its lookup loop at exit without UNREGISTER; lookupd drops us on close.
-            self._forget_lookupd_hook()
-            lookup, self.lookup = self.lookup, None
-            if lookup is not None:
-                await lookup.stopService()
-            if self.nsqd is not None:
-                persister, self.persister = self.persister, None
-                await persist_and_close(self.nsqd, persister)
-            await super().stopService()  # type: ignore[no-untyped-call]
-        finally:
-            self.running = False
-            self._stop_disk_pool()
-            self._lock.release()
+        await close_listener(_log, "TCP", self.tcp_listening_port)
+        self.tcp_listening_port = None
+        if self.factory is not None:
+            await self.factory.close_connections()
+        await close_listener(_log, "HTTP", self.http_listening_port)
+        await close_listener(_log, "HTTPS", self.https_listening_port)
+        self.http_listening_port = self.https_listening_port = None
+        # Go stops its lookup loop at exit without UNREGISTER; lookupd drops us on close.
+        self._forget_lookupd_hook()
+        lookup, self.lookup = self.lookup, None
+        if lookup is not None:
+            await lookup.stopService()
+        if self.nsqd is not None:
+            persister, self.persister = self.persister, None
+            await persist_and_close(self.nsqd, persister)
+
+    def _release(self) -> None:
+        # After the children: the disk thread and the data path outlive everything else.
+        self._stop_disk_pool()
+        self._lock.release()
 
     def _forget_lookupd_hook(self) -> None:
         if self.nsqd is not None and self.nsqd.on_lookupd_addresses == self._first_lookupd_addresses:
             self.nsqd.on_lookupd_addresses = None
-
-    async def _close_port(self, name: str, port: IListeningPort | None) -> None:
-        if port is None:
-            return
-        printable, _ = describe_port(port)
-        _log.info("{protocol}: closing {address}", protocol=name, address=printable)
-        stopped = port.stopListening()
-        if stopped is not None:
-            await stopped
 
 
 _PEM_END = b"-----END CERTIFICATE-----"
