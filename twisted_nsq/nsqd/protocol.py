@@ -145,6 +145,8 @@ class NSQDProtocol(Protocol):
         self._tls_options = tls_options
         self._auth_client = auth_client
         self._tls_required = options.tls_required != "false"
+        # PUB/MPUB/DPUB body limits, built once per command (the options do not change while running).
+        self._message_specs: dict[str, BodySpec] = {}
         self.client_id = nsqd.next_client_id()
         self.state = STATE_INIT
         self.hostname = ""
@@ -714,12 +716,15 @@ class NSQDProtocol(Protocol):
         return name
 
     def _message_spec(self, command: str) -> BodySpec:
-        return _body_spec(
-            self._options.max_msg_size,
-            E_BAD_MESSAGE,
-            command + " message too big %d > %d",
-            command + " invalid message body size %d",
-        )
+        spec = self._message_specs.get(command)
+        if spec is None:
+            spec = self._message_specs[command] = _body_spec(
+                self._options.max_msg_size,
+                E_BAD_MESSAGE,
+                command + " message too big %d > %d",
+                command + " invalid message body size %d",
+            )
+        return spec
 
     def _publish(self, code: str, command: str, topic_name: str, bodies: list[bytes], defer: float) -> None:
         try:
@@ -783,6 +788,10 @@ class NSQDProtocol(Protocol):
 
     def _pub_body(self, params: list[bytes], body: bytes) -> None:
         topic_name = params[1].decode("utf-8", "replace")
+        if self._auth_client is None:
+            # The common case, without building the closure _authorize takes.
+            self._publish(E_PUB_FAILED, "PUB", topic_name, [body], 0.0)
+            return
         self._authorize(
             "PUB", topic_name, "", lambda: self._publish(E_PUB_FAILED, "PUB", topic_name, [body], 0.0)
         )
