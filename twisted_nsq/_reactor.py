@@ -9,13 +9,15 @@ prefix, and the push and pop cost a few microseconds per event: for a PUB answer
 one event per message (docs/performance.md). Everything else, including the handling of errors
 raised by C{doRead}/C{doWrite}, is the epoll reactor's own C{_doReadOrWrite}.
 
-Only the console scripts install it (L{install}); C{twistd}/C{twist} keep the reactor they chose.
+Only the console scripts install it (L{global_reactor}); C{twistd}/C{twist} keep the reactor they
+chose.
 """
 
 from __future__ import annotations
 
 import errno
 import sys
+from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
 
@@ -51,3 +53,11 @@ def install() -> None:
     from twisted.internet.main import installReactor
 
     installReactor(DaemonEPollReactor())  # type: ignore[no-untyped-call]
+
+
+def global_reactor() -> Any:
+    """The global reactor for a console script: L{install}, then C{twisted.internet.reactor}."""
+    install()
+    from twisted.internet import reactor
+
+    return reactor

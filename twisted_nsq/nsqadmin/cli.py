@@ -25,9 +25,8 @@ def _service(options: NSQAdminOptions, reactor: Any) -> IService:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run nsqadmin until SIGINT or SIGTERM; exits the process with nsqadmin's exit status."""
-    from twisted_nsq._reactor import install
+    from twisted_nsq._reactor import global_reactor
 
-    install()
-    from twisted.internet import reactor
+    reactor = global_reactor()
 
     run_daemon("nsqadmin", reactor, NSQADMIN_FLAGS, argv, options_from_values, _service)

@@ -12,7 +12,6 @@ uses about 16 MiB less memory (docs/performance.md, "Idle memory").
 
 from __future__ import annotations
 
-import datetime
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -42,26 +41,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     # calling main keeps the modules it has.
     fresh = "twisted" not in sys.modules
     with modules_hidden(STDLIB_TLS_MODULES if fresh else ()):
-        from twisted_nsq._cli import ConfigError, parse_or_exit
-        from twisted_nsq._log import format_line
+        from twisted_nsq._daemon import daemon_flag_values
         from twisted_nsq._runner import serve
         from twisted_nsq.nsqd.options import NSQD_FLAGS, options_from_values
 
-        arguments = sys.argv[1:] if argv is None else list(argv)
-        try:
-            values = parse_or_exit("nsqd", NSQD_FLAGS, arguments, stdout=sys.stdout, stderr=sys.stderr)
-        except ConfigError as e:
-            # Logging starts once the options (and so the prefix) are known; write Go's line directly.
-            sys.stderr.write(format_line("[nsqd] ", "FATAL", str(e), datetime.datetime.now()))
-            raise SystemExit(1) from None
+        values = daemon_flag_values("nsqd", NSQD_FLAGS, argv)
         options = options_from_values(values)
         # Imported only now: --help and --version need none of the server.
         with modules_hidden(TLS_MODULES if fresh and not needs_tls_modules(options) else ()):
-            from twisted_nsq._reactor import install
+            from twisted_nsq._reactor import global_reactor
 
-            install()
-            from twisted.internet import reactor
-
+            # Installed before the server's modules are imported, in case one imports the reactor.
+            reactor = global_reactor()
             from twisted_nsq.nsqd.service import NSQDService, StartupError
 
     serve(

@@ -25,9 +25,8 @@ def _service(options: NSQLookupdOptions, reactor: Any) -> IService:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run nsqlookupd until SIGINT or SIGTERM; exits the process with nsqlookupd's exit status."""
-    from twisted_nsq._reactor import install
+    from twisted_nsq._reactor import global_reactor
 
-    install()
-    from twisted.internet import reactor
+    reactor = global_reactor()
 
     run_daemon("nsqlookupd", reactor, NSQLOOKUPD_FLAGS, argv, options_from_values, _service)
