@@ -58,11 +58,13 @@ __all__ = [
     "NSQD_COMMAND_VARIABLE",
     "NSQLOOKUPD_COMMAND_VARIABLE",
     "NSQDProcess",
+    "daemon_command",
     "nsqd_command",
     "nsqlookupd_command",
     "run_pynsq",
     "start_nsqd",
     "start_nsqlookupd",
+    "start_process",
 ]
 
 #: How long nsqd may take to print its listening lines.
@@ -85,7 +87,7 @@ NSQD_COMMAND_VARIABLE = "TWISTED_NSQ_TEST_NSQD"
 NSQLOOKUPD_COMMAND_VARIABLE = "TWISTED_NSQ_TEST_NSQLOOKUPD"
 
 
-def _command(variable: str, script: str) -> list[str]:
+def daemon_command(variable: str, script: str) -> list[str]:
     override = os.environ.get(variable)
     if override:
         return shlex.split(override)
@@ -101,7 +103,7 @@ def nsqd_command() -> list[str]:
     The command that starts nsqd: C{$TWISTED_NSQ_TEST_NSQD} if set, otherwise the C{nsqd}
     console script of the virtualenv running the tests.
     """
-    return _command(NSQD_COMMAND_VARIABLE, "nsqd")
+    return daemon_command(NSQD_COMMAND_VARIABLE, "nsqd")
 
 
 def nsqlookupd_command() -> list[str]:
@@ -109,7 +111,7 @@ def nsqlookupd_command() -> list[str]:
     The command that starts nsqlookupd: C{$TWISTED_NSQ_TEST_NSQLOOKUPD} if set, otherwise the
     C{nsqlookupd} console script of the virtualenv running the tests.
     """
-    return _command(NSQLOOKUPD_COMMAND_VARIABLE, "nsqlookupd")
+    return daemon_command(NSQLOOKUPD_COMMAND_VARIABLE, "nsqlookupd")
 
 
 def _split_address(text: str) -> tuple[str, int]:
@@ -317,7 +319,7 @@ def start_nsqd(
         f"{dash}data-path={data_path}",
         *extra_flags,
     ]
-    return _start(test, "nsqd", nsqd_command(), flags, timeout)
+    return start_process(test, "nsqd", nsqd_command(), flags, timeout)
 
 
 def start_nsqlookupd(
@@ -341,12 +343,21 @@ def start_nsqlookupd(
         f"{dash}broadcast-address=127.0.0.1",
         *extra_flags,
     ]
-    return _start(test, "nsqlookupd", nsqlookupd_command(), flags, timeout)
+    return start_process(test, "nsqlookupd", nsqlookupd_command(), flags, timeout)
 
 
-def _start(
-    test: SynchronousTestCase, name: str, command: list[str], flags: list[str], timeout: float
+def start_process(
+    test: SynchronousTestCase,
+    name: str,
+    command: list[str],
+    flags: list[str],
+    timeout: float,
+    listeners: tuple[str, ...] = ("TCP", "HTTP"),
 ) -> NSQDProcess:
+    """
+    Start a daemon (C{command} + C{flags}) owned by C{test} and wait until it logs that each of
+    C{listeners} listens.
+    """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     popen = subprocess.Popen(
         [*command, *flags],
@@ -358,7 +369,7 @@ def _start(
     process = NSQDProcess(popen, flags, name)
     test.addCleanup(process.cleanup)
     try:
-        process.wait_listening(("TCP", "HTTP"), timeout)
+        process.wait_listening(listeners, timeout)
     except RuntimeError as e:
         raise AssertionError(str(e)) from None
     return process

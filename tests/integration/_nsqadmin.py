@@ -8,13 +8,17 @@ L{start_admin_cluster} starts the cluster the nsqadmin tests look at.
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration._daemon import START_TIMEOUT, NSQDProcess, _command, start_nsqd, start_nsqlookupd
+from tests.integration._daemon import (
+    START_TIMEOUT,
+    NSQDProcess,
+    daemon_command,
+    start_nsqd,
+    start_nsqlookupd,
+    start_process,
+)
 
 __all__ = [
     "NSQADMIN_COMMAND_VARIABLE",
@@ -30,7 +34,7 @@ NSQADMIN_COMMAND_VARIABLE = "TWISTED_NSQ_TEST_NSQADMIN"
 
 def nsqadmin_command() -> list[str]:
     """C{$TWISTED_NSQ_TEST_NSQADMIN} if set, otherwise this virtualenv's C{nsqadmin} script."""
-    return _command(NSQADMIN_COMMAND_VARIABLE, "nsqadmin")
+    return daemon_command(NSQADMIN_COMMAND_VARIABLE, "nsqadmin")
 
 
 def start_nsqadmin(
@@ -43,20 +47,7 @@ def start_nsqadmin(
         C{--nsqd-http-address} is required.
     """
     flags = [f"{dash}http-address=127.0.0.1:0", *extra_flags]
-    popen = subprocess.Popen(
-        [*nsqadmin_command(), *flags],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
-    process = NSQDProcess(popen, flags, "nsqadmin")
-    test.addCleanup(process.cleanup)
-    try:
-        process.wait_listening(("HTTP",), timeout)
-    except RuntimeError as e:
-        raise AssertionError(str(e)) from None
-    return process
+    return start_process(test, "nsqadmin", nsqadmin_command(), flags, timeout, listeners=("HTTP",))
 
 
 @attrs.frozen
