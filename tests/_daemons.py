@@ -1,7 +1,8 @@
 """
 Test helpers shared by the daemons' test suites: the checks every C{twist} plugin's Options must
 pass (C{--help}, C{--version}, C{makeService}, plugin discovery), and what service tests with
-real listeners need (trial's reactor, the daemon's log lines, a listener's port number).
+real listeners need (trial's reactor, the daemon's log lines, a listener's port number, a TCP
+client that records what it receives).
 """
 
 from __future__ import annotations
@@ -13,18 +14,25 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from twisted.application.service import IServiceMaker
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
+from twisted.python.failure import Failure
 from twisted.python.usage import Options
 from twisted.trial.unittest import SynchronousTestCase
 
 __all__ = [
+    "RecordingClient",
     "assert_help",
     "assert_make_service",
     "assert_plugin",
     "assert_version",
     "capture_messages",
+    "connect_tcp",
+    "listening_port",
     "port_number",
     "trial_reactor",
 ]
@@ -110,3 +118,43 @@ def port_number(port: IListeningPort | None) -> int:
     assert port is not None
     number: int = port.getHost().port  # type: ignore[attr-defined]
     return number
+
+
+def listening_port(service: object, name: str) -> int:
+    """The port of a daemon service's C{<name>_listening_port} (C{tcp}, C{http}, ...)."""
+    return port_number(getattr(service, f"{name}_listening_port"))
+
+
+class RecordingClient(Protocol):
+    """Collects what the server sends; L{when_received} waits until enough of it has arrived."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.lost: Deferred[None] = Deferred()
+        self._waiting: list[tuple[int, Deferred[bytes]]] = []
+
+    def when_received(self, size: int) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        self._waiting.append((size, d))
+        self.dataReceived(b"")
+        return d
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        waiting, self._waiting = self._waiting, []
+        for size, d in waiting:
+            if len(self.received) >= size:
+                d.callback(bytes(self.received))
+            else:
+                self._waiting.append((size, d))
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:  # noqa: B008
+        self.lost.callback(None)
+
+
+async def connect_tcp(reactor: IReactorTime, port: int) -> RecordingClient:
+    """A L{RecordingClient} connected to C{127.0.0.1:port} (5 s connect timeout)."""
+    endpoint = TCP4ClientEndpoint(cast(IReactorTCP, reactor), "127.0.0.1", port, timeout=5)
+    client = await endpoint.connect(Factory.forProtocol(RecordingClient))
+    assert isinstance(client, RecordingClient)
+    return client

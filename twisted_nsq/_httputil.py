@@ -1,21 +1,29 @@
 """
-Small pieces the daemons' HTTP APIs share besides L{twisted_nsq._http}: Go's request log line,
-reading a buffered request body, a C{PUT /config/...} JSON string list, the numbers Go reports for
-log levels, and Go's printing of integral floats in JSON.
+Small pieces the daemons' HTTP APIs share besides L{twisted_nsq._http}: Go's request log line (and
+an endpoint wrapper that writes it), reading a buffered request body, a C{PUT /config/...} JSON
+string list, the numbers Go reports for log levels, and Go's printing of integral floats in JSON.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Callable
+from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import Request
 
 from twisted_nsq._http import APIError, go_duration, seconds_to_ns
 from twisted_nsq._log import LOG_LEVELS
 
-__all__ = ["LOG_LEVEL_NUMBERS", "go_number", "log_request", "read_body", "string_list"]
+__all__ = ["LOG_LEVEL_NUMBERS", "Endpoint", "go_number", "log_request", "logged", "read_body", "string_list"]
+
+#: A Klein endpoint: the request (and any route arguments) in, the response body out.
+Endpoint = Callable[..., "bytes | Deferred[bytes]"]
 
 #: Go's numeric C{lg.LogLevel}s, which C{/config/log_level} reports.
 LOG_LEVEL_NUMBERS: dict[str, int] = {name: number for number, name in enumerate(LOG_LEVELS, start=1)}
@@ -36,6 +44,19 @@ def log_request(log: Logger, request: Request, elapsed: float) -> None:
         address=f"{host}:{port}" if host is not None else str(peer),
         elapsed=go_duration(seconds_to_ns(elapsed)),
     )
+
+
+def logged(log: Logger, clock: IReactorTime, endpoint: Endpoint) -> Endpoint:
+    """C{endpoint}, logging each request it answers with L{log_request}, timed by C{clock}."""
+
+    @functools.wraps(endpoint)
+    def logged(request: Request, /, *args: Any, **kwargs: Any) -> bytes | Deferred[bytes]:
+        start = clock.seconds()
+        body = endpoint(request, *args, **kwargs)
+        log_request(log, request, clock.seconds() - start)
+        return body
+
+    return logged
 
 
 def read_body(request: Request, limit: int = -1) -> bytes:

@@ -9,23 +9,19 @@ import datetime
 import os
 import shutil
 import tempfile
-from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IReactorTCP
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests._daemons import capture_messages, port_number, trial_reactor
+from tests._daemons import capture_messages, connect_tcp, listening_port, trial_reactor
 from twisted_nsq.nsqd.options import NSQDOptions
 from twisted_nsq.nsqd.service import DataPathLock, ListenAddress, NSQDService, StartupError
 
@@ -98,14 +94,6 @@ class DataPathLockTests(SynchronousTestCase):
         with self.assertRaises(StartupError) as caught:
             DataPathLock(os.path.join(self.path, "missing")).acquire()
         self.assertTrue(str(caught.exception).startswith("failed to lock data-path: "))
-
-
-class _Client(Protocol):
-    def __init__(self) -> None:
-        self.lost: Deferred[None] = Deferred()
-
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:  # noqa: B008
-        self.lost.callback(None)
 
 
 class _Recorder(Service):
@@ -181,22 +169,13 @@ class NSQDServiceTests(TestCase):
         self.addCleanup(service.stopService)
         return service
 
-    def port_of(self, service: NSQDService, name: str) -> int:
-        return port_number(getattr(service, f"{name}_listening_port"))
-
-    async def connect(self, port: int) -> _Client:
-        endpoint = TCP4ClientEndpoint(cast(IReactorTCP, self.reactor), "127.0.0.1", port, timeout=5)
-        client = await endpoint.connect(Factory.forProtocol(_Client))
-        assert isinstance(client, _Client)
-        return client
-
     async def test_start_and_stop(self) -> None:
         """Start binds TCP then HTTP and logs both as gnsq expects; stop drains and unlocks."""
         service = self.make_service()
         service.startService()
         self.assertTrue(service.running)
         assert service.nsqd is not None
-        tcp, http = self.port_of(service, "tcp"), self.port_of(service, "http")
+        tcp, http = listening_port(service, "tcp"), listening_port(service, "http")
         self.assertEqual((service.nsqd.tcp_port, service.nsqd.http_port), (tcp, http))
         self.assertIsNone(service.https_listening_port)
         listening = [m for m in self.messages if "listening on" in m]
@@ -205,7 +184,7 @@ class NSQDServiceTests(TestCase):
         )
         self.assertIn("ID: 1", self.messages)
 
-        client = await self.connect(tcp)
+        client = await connect_tcp(self.reactor, tcp)
         client.transport.write(b"  V2")  # type: ignore[union-attr]
         await service.stopService()
         assert service.factory is not None
@@ -215,7 +194,7 @@ class NSQDServiceTests(TestCase):
         self.assertTrue(service.nsqd.exiting)
         closing = [m for m in self.messages if "closing" in m]
         self.assertEqual(closing[:2], [f"TCP: closing 127.0.0.1:{tcp}", f"HTTP: closing 127.0.0.1:{http}"])
-        await self.assertFailure(ensureDeferred(self.connect(tcp)), ConnectionRefusedError)
+        await self.assertFailure(ensureDeferred(connect_tcp(self.reactor, tcp)), ConnectionRefusedError)
         lock = DataPathLock(self.data_path)
         lock.acquire()
         lock.release()
@@ -247,7 +226,7 @@ class NSQDServiceTests(TestCase):
         service = self.make_service(https_address="127.0.0.1:0", tls_cert=cert, tls_key=key)
         service.startService()
         assert service.nsqd is not None
-        https = self.port_of(service, "https")
+        https = listening_port(service, "https")
         self.assertEqual(service.nsqd.https_port, https)
         listening = [m.split(":")[0] for m in self.messages if "listening on" in m]
         self.assertEqual(listening, ["TCP", "HTTP", "HTTPS"])
@@ -272,7 +251,7 @@ class NSQDServiceTests(TestCase):
         """A busy TCP port fails start-up loudly and leaves the data path unlocked."""
         first = self.make_service()
         first.startService()
-        tcp = self.port_of(first, "tcp")
+        tcp = listening_port(first, "tcp")
         other = self.new_data_path()
         second = self.make_service(tcp_address=f"127.0.0.1:{tcp}", data_path=other)
         with self.assertRaises(StartupError) as caught:
@@ -288,7 +267,7 @@ class NSQDServiceTests(TestCase):
         """When HTTP cannot bind, the TCP listener already bound is closed again."""
         first = self.make_service()
         first.startService()
-        http = self.port_of(first, "http")
+        http = listening_port(first, "http")
         second = self.make_service(http_address=f"127.0.0.1:{http}", data_path=self.new_data_path())
         self.messages.clear()
         with self.assertRaises(StartupError):
@@ -296,7 +275,7 @@ class NSQDServiceTests(TestCase):
         self.assertIsNone(second.tcp_listening_port)
         [line] = [m for m in self.messages if m.startswith("TCP: listening on")]
         tcp = int(line.rpartition(":")[2])
-        await self.assertFailure(ensureDeferred(self.connect(tcp)), ConnectionRefusedError)
+        await self.assertFailure(ensureDeferred(connect_tcp(self.reactor, tcp)), ConnectionRefusedError)
         await first.stopService()
 
     async def test_invalid_options(self) -> None:

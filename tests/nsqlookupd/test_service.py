@@ -10,49 +10,17 @@ import os
 import shutil
 import struct
 import tempfile
-from typing import cast
 
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IReactorTCP
-from twisted.internet.protocol import Factory, Protocol
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests._daemons import capture_messages, port_number, trial_reactor
+from tests._daemons import capture_messages, connect_tcp, listening_port, trial_reactor
 from twisted_nsq.nsqd.service import StartupError
 from twisted_nsq.nsqlookupd.options import NSQLookupdOptions
 from twisted_nsq.nsqlookupd.service import NSQLookupdService
 
 TIMEOUT = 10.0
-
-
-class _Client(Protocol):
-    """Collects what the server sends; L{when_received} waits until enough of it has arrived."""
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.lost: Deferred[None] = Deferred()
-        self._waiting: list[tuple[int, Deferred[bytes]]] = []
-
-    def when_received(self, size: int) -> Deferred[bytes]:
-        d: Deferred[bytes] = Deferred()
-        self._waiting.append((size, d))
-        self.dataReceived(b"")
-        return d
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        waiting, self._waiting = self._waiting, []
-        for size, d in waiting:
-            if len(self.received) >= size:
-                d.callback(bytes(self.received))
-            else:
-                self._waiting.append((size, d))
-
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:  # noqa: B008
-        self.lost.callback(None)
 
 
 def _frame(data: bytes) -> bytes:
@@ -80,18 +48,9 @@ class NSQLookupdServiceTests(TestCase):
         self.addCleanup(service.stopService)
         return service
 
-    def port_of(self, service: NSQLookupdService, name: str) -> int:
-        return port_number(getattr(service, f"{name}_listening_port"))
-
-    async def connect(self, port: int) -> _Client:
-        endpoint = TCP4ClientEndpoint(cast(IReactorTCP, self.reactor), "127.0.0.1", port, timeout=5)
-        client = await endpoint.connect(Factory.forProtocol(_Client))
-        assert isinstance(client, _Client)
-        return client
-
     async def http_get(self, port: int, path: str) -> tuple[int, bytes]:
         """One HTTP/1.0 GET; the status and body once the server closes the connection."""
-        client = await self.connect(port)
+        client = await connect_tcp(self.reactor, port)
         assert client.transport is not None
         client.transport.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
         await client.lost.addTimeout(TIMEOUT, self.reactor)
@@ -107,7 +66,7 @@ class NSQLookupdServiceTests(TestCase):
         service.startService()
         self.assertTrue(service.running)
         assert service.lookupd is not None
-        tcp, http = self.port_of(service, "tcp"), self.port_of(service, "http")
+        tcp, http = listening_port(service, "tcp"), listening_port(service, "http")
         self.assertEqual((service.lookupd.tcp_port, service.lookupd.http_port), (tcp, http))
         listening = [m for m in self.messages if "listening on" in m]
         self.assertEqual(
@@ -117,7 +76,7 @@ class NSQLookupdServiceTests(TestCase):
 
         self.assertEqual(await self.http_get(http, "/ping"), (200, b"OK"))
 
-        client = await self.connect(tcp)
+        client = await connect_tcp(self.reactor, tcp)
         assert client.transport is not None
         identify = json.dumps(
             {"broadcast_address": "nsqdhost", "tcp_port": 4150, "http_port": 4151, "version": "1.3.0"}
@@ -146,14 +105,14 @@ class NSQLookupdServiceTests(TestCase):
         closing = [m for m in self.messages if "closing" in m]
         self.assertEqual(closing, [f"TCP: closing 127.0.0.1:{tcp}", f"HTTP: closing 127.0.0.1:{http}"])
         for port in (tcp, http):
-            await self.assertFailure(ensureDeferred(self.connect(port)), ConnectionRefusedError)
+            await self.assertFailure(ensureDeferred(connect_tcp(self.reactor, port)), ConnectionRefusedError)
 
     async def test_drain_order(self) -> None:
         """The TCP listener closes first, then the nsqd connections, then the HTTP listener."""
         service = self.make_service()
         service.startService()
-        tcp, http = self.port_of(service, "tcp"), self.port_of(service, "http")
-        client = await self.connect(tcp)
+        tcp, http = listening_port(service, "tcp"), listening_port(service, "http")
+        client = await connect_tcp(self.reactor, tcp)
         assert client.transport is not None
         client.transport.write(b"  V1PING\n")
         await client.when_received(6).addTimeout(TIMEOUT, self.reactor)
@@ -191,7 +150,7 @@ class NSQLookupdServiceTests(TestCase):
         """A busy TCP port fails start-up loudly, before HTTP is bound."""
         first = self.make_service()
         first.startService()
-        tcp = self.port_of(first, "tcp")
+        tcp = listening_port(first, "tcp")
         second = self.make_service(tcp_address=f"127.0.0.1:{tcp}")
         self.messages.clear()
         with self.assertRaises(StartupError) as caught:
@@ -206,7 +165,7 @@ class NSQLookupdServiceTests(TestCase):
         """When HTTP cannot bind, the TCP listener already bound is closed again."""
         first = self.make_service()
         first.startService()
-        http = self.port_of(first, "http")
+        http = listening_port(first, "http")
         second = self.make_service(http_address=f"127.0.0.1:{http}")
         self.messages.clear()
         with self.assertRaises(StartupError) as caught:
@@ -215,7 +174,7 @@ class NSQLookupdServiceTests(TestCase):
         self.assertIsNone(second.tcp_listening_port)
         [line] = [m for m in self.messages if m.startswith("TCP: listening on")]
         tcp = int(line.rpartition(":")[2])
-        await self.assertFailure(ensureDeferred(self.connect(tcp)), ConnectionRefusedError)
+        await self.assertFailure(ensureDeferred(connect_tcp(self.reactor, tcp)), ConnectionRefusedError)
         await first.stopService()
 
     def test_invalid_options(self) -> None:

@@ -56,7 +56,8 @@ from twisted_nsq._http import (
     seconds_to_ns,
     v1_endpoint,
 )
-from twisted_nsq._httputil import LOG_LEVEL_NUMBERS, log_request, read_body, string_list
+from twisted_nsq._httputil import LOG_LEVEL_NUMBERS, Endpoint, read_body, string_list
+from twisted_nsq._httputil import logged as log_endpoint
 from twisted_nsq._log import LOG_LEVELS
 from twisted_nsq._version import NSQ_VERSION
 from twisted_nsq.nsqd.channel import Channel
@@ -71,8 +72,6 @@ from twisted_nsq.wire.errors import NSQError
 from twisted_nsq.wire.names import is_valid_channel_name, is_valid_topic_name
 
 log = Logger()
-
-_Endpoint = Callable[..., "bytes | Deferred[bytes]"]
 
 #: Body limit of the endpoints that take no body (Go has none; it reads whatever comes).
 SMALL_BODY_LIMIT = 64 * 1024
@@ -182,11 +181,13 @@ class NSQDHTTP:
 
     # -- wiring ---------------------------------------------------------------------------------
 
-    def _route(self, path: str, methods: list[str], name: str, handler: _Endpoint) -> None:
+    def _route(self, path: str, methods: list[str], name: str, handler: Endpoint) -> None:
         self.app.route(path, methods=methods, endpoint=name)(handler)
 
     def _add_routes(self) -> None:
-        v1, logged = v1_endpoint, self._logged
+        v1 = v1_endpoint
+        # Each request logged as nsqd does: 200 GET /ping (127.0.0.1:5678) 1.5µs
+        logged: Callable[[Endpoint], Endpoint] = functools.partial(log_endpoint, log, self.nsqd.clock)
         route = self._route
         route("/ping", ["GET"], "ping", logged(self.ping))
         route("/info", ["GET"], "info", logged(v1(self.info)))
@@ -222,19 +223,6 @@ class NSQDHTTP:
             route("/debug/threads", ["GET"], "debug_threads", logged(self.debug_threads))
             route("/debug/gc", ["GET"], "debug_gc", logged(v1(self.debug_gc)))
             route("/debug/freememory", ["POST"], "debug_freememory", logged(v1(self.debug_freememory)))
-
-    def _logged(self, endpoint: _Endpoint) -> _Endpoint:
-        """Log each request as nsqd does: C{200 GET /ping (127.0.0.1:5678) 1.5µs}."""
-        clock = self.nsqd.clock
-
-        @functools.wraps(endpoint)
-        def logged(request: Request, /, *args: Any, **kwargs: Any) -> bytes | Deferred[bytes]:
-            start = clock.seconds()
-            body = endpoint(request, *args, **kwargs)
-            log_request(log, request, clock.seconds() - start)
-            return body
-
-        return logged
 
     def resource(self) -> IResource:
         """The resource to serve (HTTP and HTTPS alike)."""

@@ -16,8 +16,8 @@ when nsqd starts: an nsqd nobody scrapes never loads it (docs/performance.md, "I
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -66,12 +66,12 @@ class NSQDCollector:
         clients = GaugeMetricFamily(
             "nsq_clients", "TCP client connections (consumers and producers).", value=len(nsqd.clients)
         )
-        topics = _TopicFamilies()
-        channels = _ChannelFamilies()
+        topics = _topic_families()
+        channels = _channel_families()
         for topic in document["topics"] or ():
-            topics.add(topic)
+            topics.add([topic["topic_name"]], topic)
             for channel in topic["channels"]:
-                channels.add(topic["topic_name"], channel)
+                channels.add([topic["topic_name"], channel["channel_name"]], channel)
         return [info, start, healthy, clients, *topics.families(), *channels.families()]
 
 
@@ -81,117 +81,105 @@ def _quantile_samples(latency: Mapping[str, Any]) -> list[tuple[str, float]]:
     ]
 
 
-class _TopicFamilies:
-    def __init__(self) -> None:
+#: A per-topic or per-channel family: counter or gauge, name, help, and its value from the stats entry.
+_FamilySpec = tuple[Literal["counter", "gauge"], str, str, Callable[[Mapping[str, Any]], float]]
+
+
+def _field(key: str) -> Callable[[Mapping[str, Any]], float]:
+    return lambda stats: stats[key]
+
+
+def _paused(stats: Mapping[str, Any]) -> float:
+    return 1 if stats["paused"] else 0
+
+
+_TOPIC_FAMILIES: tuple[_FamilySpec, ...] = (
+    ("counter", "nsq_topic_messages", "Messages published to the topic.", _field("message_count")),
+    ("counter", "nsq_topic_message_bytes", "Body bytes published to the topic.", _field("message_bytes")),
+    ("gauge", "nsq_topic_depth", "Messages the topic holds (memory and disk).", _field("depth")),
+    ("gauge", "nsq_topic_backend_depth", "Messages the topic holds on disk.", _field("backend_depth")),
+    ("gauge", "nsq_topic_paused", "1 while the topic is paused.", _paused),
+    ("gauge", "nsq_topic_channels", "Channels of the topic.", lambda stats: len(stats["channels"])),
+)
+
+_CHANNEL_FAMILIES: tuple[_FamilySpec, ...] = (
+    (
+        "counter",
+        "nsq_channel_messages",
+        "Messages put into the channel (requeues not counted).",
+        _field("message_count"),
+    ),
+    ("counter", "nsq_channel_requeues", "Messages requeued by clients (REQ).", _field("requeue_count")),
+    ("counter", "nsq_channel_timeouts", "In-flight messages that timed out.", _field("timeout_count")),
+    ("gauge", "nsq_channel_depth", "Messages waiting in the channel (memory and disk).", _field("depth")),
+    (
+        "gauge",
+        "nsq_channel_backend_depth",
+        "Messages waiting in the channel on disk.",
+        _field("backend_depth"),
+    ),
+    (
+        "gauge",
+        "nsq_channel_in_flight",
+        "Messages sent to clients and not yet finished.",
+        _field("in_flight_count"),
+    ),
+    (
+        "gauge",
+        "nsq_channel_deferred",
+        "Deferred messages (DPUB, REQ with a delay).",
+        _field("deferred_count"),
+    ),
+    ("gauge", "nsq_channel_clients", "Subscribed clients.", _field("client_count")),
+    ("gauge", "nsq_channel_paused", "1 while the channel is paused.", _paused),
+)
+
+
+class _Families:
+    """The families of one kind of stats entry (topic or channel), plus its latency quantiles."""
+
+    def __init__(
+        self, specs: tuple[_FamilySpec, ...], labels: list[str], latency_name: str, latency_help: str
+    ) -> None:
         from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
-        self.messages = CounterMetricFamily(
-            "nsq_topic_messages", "Messages published to the topic.", labels=_TOPIC
-        )
-        self.message_bytes = CounterMetricFamily(
-            "nsq_topic_message_bytes", "Body bytes published to the topic.", labels=_TOPIC
-        )
-        self.depth = GaugeMetricFamily(
-            "nsq_topic_depth", "Messages the topic holds (memory and disk).", labels=_TOPIC
-        )
-        self.backend_depth = GaugeMetricFamily(
-            "nsq_topic_backend_depth", "Messages the topic holds on disk.", labels=_TOPIC
-        )
-        self.paused = GaugeMetricFamily("nsq_topic_paused", "1 while the topic is paused.", labels=_TOPIC)
-        self.channels = GaugeMetricFamily("nsq_topic_channels", "Channels of the topic.", labels=_TOPIC)
-        self.latency = GaugeMetricFamily(
-            "nsq_topic_e2e_processing_latency_seconds",
-            "End-to-end latency (publish to FIN) percentiles over the topic's channels, for "
-            "--e2e-processing-latency-percentile.",
-            labels=[*_TOPIC, "quantile"],
-        )
+        self._values = [value for _, _, _, value in specs]
+        self._families: list[CounterMetricFamily | GaugeMetricFamily] = [
+            (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                name, documentation, labels=labels
+            )
+            for kind, name, documentation, _ in specs
+        ]
+        self._latency = GaugeMetricFamily(latency_name, latency_help, labels=[*labels, "quantile"])
 
-    def add(self, topic: Mapping[str, Any]) -> None:
-        labels = [topic["topic_name"]]
-        self.messages.add_metric(labels, topic["message_count"])
-        self.message_bytes.add_metric(labels, topic["message_bytes"])
-        self.depth.add_metric(labels, topic["depth"])
-        self.backend_depth.add_metric(labels, topic["backend_depth"])
-        self.paused.add_metric(labels, 1 if topic["paused"] else 0)
-        self.channels.add_metric(labels, len(topic["channels"]))
-        for quantile, seconds in _quantile_samples(topic["e2e_processing_latency"]):
-            self.latency.add_metric([*labels, quantile], seconds)
+    def add(self, labels: list[str], stats: Mapping[str, Any]) -> None:
+        for family, value in zip(self._families, self._values, strict=True):
+            family.add_metric(labels, value(stats))
+        for quantile, seconds in _quantile_samples(stats["e2e_processing_latency"]):
+            self._latency.add_metric([*labels, quantile], seconds)
 
     def families(self) -> list[Metric]:
-        return [
-            self.messages,
-            self.message_bytes,
-            self.depth,
-            self.backend_depth,
-            self.paused,
-            self.channels,
-            self.latency,
-        ]
+        return [*self._families, self._latency]
 
 
-class _ChannelFamilies:
-    def __init__(self) -> None:
-        from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+def _topic_families() -> _Families:
+    return _Families(
+        _TOPIC_FAMILIES,
+        _TOPIC,
+        "nsq_topic_e2e_processing_latency_seconds",
+        "End-to-end latency (publish to FIN) percentiles over the topic's channels, for "
+        "--e2e-processing-latency-percentile.",
+    )
 
-        self.messages = CounterMetricFamily(
-            "nsq_channel_messages", "Messages put into the channel (requeues not counted).", labels=_CHANNEL
-        )
-        self.requeues = CounterMetricFamily(
-            "nsq_channel_requeues", "Messages requeued by clients (REQ).", labels=_CHANNEL
-        )
-        self.timeouts = CounterMetricFamily(
-            "nsq_channel_timeouts", "In-flight messages that timed out.", labels=_CHANNEL
-        )
-        self.depth = GaugeMetricFamily(
-            "nsq_channel_depth", "Messages waiting in the channel (memory and disk).", labels=_CHANNEL
-        )
-        self.backend_depth = GaugeMetricFamily(
-            "nsq_channel_backend_depth", "Messages waiting in the channel on disk.", labels=_CHANNEL
-        )
-        self.in_flight = GaugeMetricFamily(
-            "nsq_channel_in_flight", "Messages sent to clients and not yet finished.", labels=_CHANNEL
-        )
-        self.deferred = GaugeMetricFamily(
-            "nsq_channel_deferred", "Deferred messages (DPUB, REQ with a delay).", labels=_CHANNEL
-        )
-        self.clients = GaugeMetricFamily("nsq_channel_clients", "Subscribed clients.", labels=_CHANNEL)
-        self.paused = GaugeMetricFamily(
-            "nsq_channel_paused", "1 while the channel is paused.", labels=_CHANNEL
-        )
-        self.latency = GaugeMetricFamily(
-            "nsq_channel_e2e_processing_latency_seconds",
-            "End-to-end latency (publish to FIN) percentiles of the channel, for "
-            "--e2e-processing-latency-percentile.",
-            labels=[*_CHANNEL, "quantile"],
-        )
 
-    def add(self, topic_name: str, channel: Mapping[str, Any]) -> None:
-        labels = [topic_name, channel["channel_name"]]
-        self.messages.add_metric(labels, channel["message_count"])
-        self.requeues.add_metric(labels, channel["requeue_count"])
-        self.timeouts.add_metric(labels, channel["timeout_count"])
-        self.depth.add_metric(labels, channel["depth"])
-        self.backend_depth.add_metric(labels, channel["backend_depth"])
-        self.in_flight.add_metric(labels, channel["in_flight_count"])
-        self.deferred.add_metric(labels, channel["deferred_count"])
-        self.clients.add_metric(labels, channel["client_count"])
-        self.paused.add_metric(labels, 1 if channel["paused"] else 0)
-        for quantile, seconds in _quantile_samples(channel["e2e_processing_latency"]):
-            self.latency.add_metric([*labels, quantile], seconds)
-
-    def families(self) -> list[Metric]:
-        return [
-            self.messages,
-            self.requeues,
-            self.timeouts,
-            self.depth,
-            self.backend_depth,
-            self.in_flight,
-            self.deferred,
-            self.clients,
-            self.paused,
-            self.latency,
-        ]
+def _channel_families() -> _Families:
+    return _Families(
+        _CHANNEL_FAMILIES,
+        _CHANNEL,
+        "nsq_channel_e2e_processing_latency_seconds",
+        "End-to-end latency (publish to FIN) percentiles of the channel, for "
+        "--e2e-processing-latency-percentile.",
+    )
 
 
 class PrometheusMetrics:

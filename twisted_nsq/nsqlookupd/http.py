@@ -18,12 +18,10 @@ buffered.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import IResource
@@ -39,15 +37,13 @@ from twisted_nsq._http import (
     seconds_to_ns,
     v1_endpoint,
 )
-from twisted_nsq._httputil import log_request
+from twisted_nsq._httputil import Endpoint, logged
 from twisted_nsq._version import NSQ_VERSION
 from twisted_nsq.nsqlookupd.core import NSQLookupd
 from twisted_nsq.nsqlookupd.registration import PeerInfo
 from twisted_nsq.wire.names import is_valid_channel_name, is_valid_topic_name
 
 log = Logger()
-
-_Endpoint = Callable[..., "bytes | Deferred[bytes]"]
 
 #: The largest request body any endpoint accepts (none reads one).
 BODY_LIMIT = 64 * 1024
@@ -86,8 +82,11 @@ class LookupdHTTP:
     # -- wiring ---------------------------------------------------------------------------------
 
     def _add_routes(self) -> None:
-        def route(path: str, methods: list[str], name: str, handler: _Endpoint) -> None:
-            self.app.route(path, methods=methods, endpoint=name)(self._logged(handler))
+        clock = self.lookupd.clock
+
+        def route(path: str, methods: list[str], name: str, handler: Endpoint) -> None:
+            # Each request logged as Go does: 200 GET /ping (127.0.0.1:5678) 1.5µs
+            self.app.route(path, methods=methods, endpoint=name)(logged(log, clock, handler))
 
         v1 = v1_endpoint
         route("/ping", ["GET"], "ping", self.ping)
@@ -108,19 +107,6 @@ class LookupdHTTP:
             route(path, ["POST"], path[1:].replace("/", "_"), v1(handler))
             # Pre-1.0 names, which took GET as well as POST.
             route(alias, ["GET", "POST"], alias[1:], v1(handler))
-
-    def _logged(self, endpoint: _Endpoint) -> _Endpoint:
-        """Log each request as Go does: C{200 GET /ping (127.0.0.1:5678) 1.5µs}."""
-        clock = self.lookupd.clock
-
-        @functools.wraps(endpoint)
-        def logged(request: Request, /, *args: Any, **kwargs: Any) -> bytes | Deferred[bytes]:
-            start = clock.seconds()
-            body = endpoint(request, *args, **kwargs)
-            log_request(log, request, clock.seconds() - start)
-            return body
-
-        return logged
 
     def resource(self) -> IResource:
         """The resource to serve."""
