@@ -27,7 +27,7 @@ from twisted.logger import ILogFilterPredicate, LogEvent, Logger, PredicateResul
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_nsq._cli import ConfigError, FlagError, FlagSpec, Kind, parse_command_line, parse_or_exit
+from twisted_nsq._cli import FlagError, FlagSpec, Kind, parse_command_line
 from twisted_nsq._log import level_named
 from twisted_nsq.apps._common import (
     MAX_IN_FLIGHT,
@@ -37,6 +37,7 @@ from twisted_nsq.apps._common import (
     parse_options,
     user_agent,
 )
+from twisted_nsq.apps._console import parse_checked
 from twisted_nsq.apps._file_logger import (
     FileLogger,
     FileOptions,
@@ -387,15 +388,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted_nsq._log import GoLogObserver
 
     arguments = sys.argv[1:] if argv is None else list(argv)
-    try:
-        values = parse_or_exit(PROGRAM, TO_FILE_FLAGS, arguments, stdout=sys.stdout, stderr=sys.stderr)
+
+    def check(values: dict[str, Any]) -> dict[str, Any]:
         extra = parse_command_line(TO_FILE_FLAGS, arguments).arguments
         if extra:
             raise FlagError(f"unknown arguments: {extra}")
-        checked = check_values(values, hostname=socket.gethostname(), pid=os.getpid())
-    except (FlagError, ConfigError) as e:
-        sys.stderr.write(f"{PROGRAM}: {e}\n")
-        raise SystemExit(1) from None
+        return check_values(values, hostname=socket.gethostname(), pid=os.getpid())
+
+    checked = parse_checked(PROGRAM, TO_FILE_FLAGS, arguments, check, stdout=sys.stdout, stderr=sys.stderr)
 
     reactor: Any = global_reactor
     observer = GoLogObserver(sys.stderr, prefix=checked["log_prefix"], level=checked["log_level"])

@@ -223,6 +223,11 @@ def _mark_out_of_date(producers: Iterable[_Producer]) -> None:
         producer.out_of_date = compare_versions(producer.version, newest) < 0
 
 
+def _topic_names_of(producers: Iterable[_Producer]) -> list[str]:
+    """Every topic the producers have, sorted."""
+    return sorted({name for producer in producers for name, _ in producer.topics})
+
+
 # -- stats rows ---------------------------------------------------------------------------------
 
 _MSG_COUNTS = ("zone_local_msg_count", "region_local_msg_count", "global_msg_count")
@@ -723,7 +728,7 @@ class ClusterView:
             }
             return sorted(found), errors
         producers, errors = await self._nsqd_producers(self.nsqd_http_addresses)
-        return sorted({name for producer in producers for name, _ in producer.topics}), errors
+        return _topic_names_of(producers), errors
 
     async def _topics(self) -> JSONObject:
         names, errors = await self._topic_names()
@@ -774,8 +779,15 @@ class ClusterView:
 
     async def _topic_summaries(self) -> JSONObject:
         messages: list[str] = []
-        names = self._note(await self._topic_names(), messages)
-        producers = self._note(await self._producers(), messages)
+        if self.lookupd_http_addresses:
+            names = self._note(await self._topic_names(), messages)
+            producers = self._note(await self._producers(), messages)
+        else:
+            # The names come from the producers themselves: one read of each nsqd serves both
+            # steps, and each step still reports its errors.
+            found = await self._nsqd_producers(self.nsqd_http_addresses)
+            names = self._note((_topic_names_of(found[0]), found[1]), messages)
+            producers = self._note(found, messages)
         stats = self._note(await self._stats(producers, include_clients=False), messages)
         rows: dict[str, list[JSONObject]] = {}
         for row in stats.topics:

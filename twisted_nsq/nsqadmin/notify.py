@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
-from twisted_nsq.nsqadmin.cluster import HTTPClient
+from twisted_nsq.nsqadmin.cluster import HTTPClient, join_host_port
 
 __all__ = ["NOTIFICATION_ACTIONS", "Notifier", "basic_auth_user"]
 
@@ -97,10 +97,8 @@ class Notifier:
             scheme = "https"
         uri = request.uri.decode("utf-8", "replace")
         peer = request.getClientAddress()  # type: ignore[no-untyped-call]
-        peer_host, peer_port = getattr(peer, "host", None), getattr(peer, "port", None)
-        remote = f"{peer_host}:{peer_port}" if peer_host is not None else str(peer)
-        if ":" in str(peer_host):
-            remote = f"[{peer_host}]:{peer_port}"
+        peer_host, peer_port = getattr(peer, "host", None), getattr(peer, "port", 0)
+        remote = join_host_port(str(peer_host), peer_port) if peer_host is not None else str(peer)
         entry: dict[str, Any] = {"action": action, "topic": topic}
         if channel:
             entry["channel"] = channel

@@ -57,6 +57,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, NotFound
 
+from twisted_nsq._http import go_duration
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqadmin.acl import is_admin
 from twisted_nsq.nsqadmin.interfaces import IClusterView, NodeNotFound, UpstreamError
@@ -221,14 +222,7 @@ def format_latency(ns: float) -> str:
 
 def format_duration(ns: float) -> str:
     """A connection's age in nanoseconds, to the second: C{45s}, C{7m14s}, C{2h0m3s}."""
-    seconds = max(0, round(ns / 1_000_000_000))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
+    return go_duration(max(0, round(ns / 1_000_000_000)) * 1_000_000_000)
 
 
 def format_number(value: object) -> str:
