@@ -12,12 +12,12 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 
+from twisted_nsq._gofmt import go_duration
 from twisted_nsq._http import (
     APIError,
     BodyLimit,
     LimitedSite,
     Query,
-    go_duration,
     go_json,
     install_fallbacks,
     respond_plain,

@@ -24,6 +24,7 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
+from twisted_nsq._gofmt import go_duration
 from twisted_nsq._version import VERSION_STRING
 
 _log = Logger()
@@ -241,35 +242,9 @@ def parse_go_duration(text: str) -> float:
     return parse_go_duration_ns(text) / 1e9
 
 
-def _decimal(value: int, scale: int) -> str:
-    whole, rest = divmod(value, scale)
-    if not rest:
-        return str(whole)
-    digits = str(rest).rjust(len(str(scale)) - 1, "0").rstrip("0")
-    return f"{whole}.{digits}"
-
-
 def format_go_duration(seconds: float) -> str:
     """Write float seconds the way Go's C{Duration.String} does: C{"1m0s"}, C{"250ms"}, C{"1h0m0s"}."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    if ns < 1_000:
-        return f"{sign}{ns}ns"
-    if ns < 1_000_000:
-        return f"{sign}{_decimal(ns, 1_000)}\u00b5s"
-    if ns < 1_000_000_000:
-        return f"{sign}{_decimal(ns, 1_000_000)}ms"
-    minutes, rest = divmod(ns, 60 * 1_000_000_000)
-    text = _decimal(rest, 1_000_000_000) + "s"
-    if minutes:
-        hours, minutes = divmod(minutes, 60)
-        text = f"{minutes}m{text}"
-        if hours:
-            text = f"{hours}h{text}"
-    return sign + text
+    return go_duration(round(seconds * 1e9))
 
 
 def _format_float(value: float) -> str:

@@ -68,35 +68,6 @@ def go_json(value: Any) -> bytes:
     return text.translate(_GO_JSON_ESCAPES).encode("utf-8")
 
 
-def go_duration(ns: int) -> str:
-    """A duration in nanoseconds as Go's C{time.Duration.String()} prints it (C{1.5µs}, C{7m14s})."""
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    u = -ns if ns < 0 else ns
-    if u < 1_000_000_000:
-        if u < 1_000:
-            return f"{sign}{u}ns"
-        unit, digits = ("µs", 3) if u < 1_000_000 else ("ms", 6)
-        whole, frac = divmod(u, 10**digits)
-        return f"{sign}{whole}{_fraction(frac, digits)}{unit}"
-    seconds, frac = divmod(u, 1_000_000_000)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{secs}{_fraction(frac, 9)}s"
-    if seconds >= 60:
-        text = f"{minutes}m{text}"
-    if hours:
-        text = f"{hours}h{text}"
-    return sign + text
-
-
-def _fraction(frac: int, digits: int) -> str:
-    if not frac:
-        return ""
-    return "." + str(frac).rjust(digits, "0").rstrip("0")
-
-
 def seconds_to_ns(seconds: float) -> int:
     """Float seconds (how our options hold durations) as Go's integer nanoseconds."""
     return round(seconds * 1_000_000_000)

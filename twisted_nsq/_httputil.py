@@ -17,7 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import Request
 
-from twisted_nsq._http import APIError, go_duration, seconds_to_ns
+from twisted_nsq._gofmt import go_duration
+from twisted_nsq._http import APIError, seconds_to_ns
 from twisted_nsq._log import LOG_LEVELS
 
 __all__ = ["LOG_LEVEL_NUMBERS", "Endpoint", "go_number", "log_request", "logged", "read_body", "string_list"]

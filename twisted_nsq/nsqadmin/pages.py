@@ -57,7 +57,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, NotFound
 
-from twisted_nsq._http import go_duration
+from twisted_nsq._gofmt import go_duration
 from twisted_nsq._version import VERSION_STRING
 from twisted_nsq.nsqadmin.acl import is_admin
 from twisted_nsq.nsqadmin.interfaces import IClusterView, NodeNotFound, UpstreamError

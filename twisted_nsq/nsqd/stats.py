@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
 
-from twisted_nsq._http import go_duration
+from twisted_nsq._gofmt import go_duration
 from twisted_nsq._httputil import go_number
 from twisted_nsq._version import NSQ_VERSION, VERSION_STRING
 from twisted_nsq.nsqd.channel import Channel
