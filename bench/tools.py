@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from typing import Any
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+from twisted_nsq._cli import parse_go_duration
 
 
 def go_duration(text: str) -> float:
@@ -24,10 +22,10 @@ def go_duration(text: str) -> float:
         return float(text)
     except ValueError:
         pass
-    parts = _DURATION.findall(text)
-    if not parts or "".join(number + unit for number, unit in parts) != text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}")
-    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+    try:
+        return parse_go_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}") from None
 
 
 def host_port(text: str) -> tuple[str, int]:
