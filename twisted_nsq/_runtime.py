@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import sys
 from collections.abc import Iterable, Iterator
@@ -39,10 +38,10 @@ def tune_gc() -> None:
 
 def release_free_memory() -> None:
     """C{malloc_trim(0)} where the C library has it (glibc); nothing elsewhere."""
-    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    if name is None:
+    if not sys.platform.startswith("linux"):
         return
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    # The process's own symbols include the C library's; find_library would run ldconfig.
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
     if trim is not None:
         trim(0)
 
