@@ -41,7 +41,6 @@ Go's behaviour is kept, with these deliberate differences, none visible in the f
 from __future__ import annotations
 
 import os
-import random
 import re
 import struct
 import threading
@@ -58,6 +57,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_nsq.nsqd.backend import BackendError, IBackendQueue
+from twisted_nsq.nsqd.files import fsync_directory, replace_file
 from twisted_nsq.nsqd.message import Message
 from twisted_nsq.wire.frames import MESSAGE_HEADER_SIZE, MSG_ID_LENGTH
 
@@ -881,7 +881,7 @@ class DiskQueue:
         if error is not None:
             raise error
         if sync_dir:
-            _fsync_directory(self._data_path)
+            fsync_directory(self._data_path)
 
     def _sync_done(
         self,
@@ -1016,26 +1016,10 @@ class DiskQueue:
         with self._meta_lock:
             if generation <= self._meta_done_gen:
                 return
-            tmp = f"{self._meta_path}.{random.getrandbits(62)}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                try:
-                    view = memoryview(metadata)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, self._meta_path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            replace_file(self._meta_path, metadata)
             self._meta_done_gen = generation
             if sync_dir:
-                _fsync_directory(self._data_path)
+                fsync_directory(self._data_path)
 
     def _forget_metadata(self) -> None:
         """Remove the metadata file and retire the metadata writes still in flight."""
@@ -1287,7 +1271,7 @@ class _CloseJob:
             if self.metadata is not None:
                 self.queue._write_metadata(self.metadata, self.generation, sync_dir=sync_dir)
             elif sync_dir and self.sync_dir:
-                _fsync_directory(self.queue._data_path)
+                fsync_directory(self.queue._data_path)
         except OSError as e:
             self.error = e
 
@@ -1349,22 +1333,13 @@ def _run_close_jobs(jobs: list[_CloseJob], threads: int) -> None:
             continue
         if path not in dir_errors:
             try:
-                _fsync_directory(path)
+                fsync_directory(path)
                 dir_errors[path] = None
             except OSError as e:
                 dir_errors[path] = e
         job.error = dir_errors[path]
     for job in jobs:
         job.finish()
-
-
-def _fsync_directory(path: str) -> None:
-    """Make the names in a directory (created, renamed, deleted files) durable."""
-    dir_fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _close_quietly(fd: int) -> None:

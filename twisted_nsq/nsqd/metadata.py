@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_nsq._version import NSQ_VERSION
+from twisted_nsq.nsqd.files import fsync_directory, replace_file
 from twisted_nsq.nsqd.nsqd import INSQDObserver
 from twisted_nsq.nsqd.ordered import parse_order_key
 from twisted_nsq.wire.names import is_valid_channel_name, is_valid_topic_name
@@ -136,32 +137,11 @@ def _channel_document(channel: ChannelMetadata) -> dict[str, Any]:
 
 def write_file_atomically(path: str, data: bytes) -> None:
     """
-    Replace ``path`` with ``data`` so that a crash leaves either the old or the new file: write a
-    ``<path>.<random>.tmp`` file (mode 0600), fsync it, rename it over ``path``, fsync the
-    directory. Raises OSError; the temporary file is removed on failure.
+    Replace ``path`` with ``data`` so that a crash leaves either the old or the new file
+    (L{replace_file}), then fsync the directory. Raises OSError.
     """
-    tmp = f"{path}.{int.from_bytes(os.urandom(8), 'big') >> 1}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    replace_file(path, data)
+    fsync_directory(os.path.dirname(path))
 
 
 def save_metadata(data_path: str, nsqd: NSQD) -> None:

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
+from twisted_nsq.nsqd.files import replace_file
 from twisted_nsq.nsqd.message import Message
 from twisted_nsq.wire.frames import decode_message, encode_message
 
@@ -82,16 +83,7 @@ def save_head(path: str, messages: Iterable[tuple[Message, int]], skips: Iterabl
         except FileNotFoundError:
             pass
         return
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(b"".join(parts))
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    replace_file(path, b"".join(parts))
 
 
 def load_head(path: str) -> HeadState:

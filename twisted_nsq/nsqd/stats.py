@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 #: Samples kept per window; enough for stable 99th percentiles at modest memory.
 SAMPLES_PER_WINDOW = 1024
 
-_MEMORY_KEYS = (
+#: The Go runtime memory gauges /stats reports (and statsd sends as C{mem.*}), in order.
+MEMORY_GAUGES = (
     "heap_objects",
     "heap_idle_bytes",
     "heap_in_use_bytes",
@@ -52,8 +53,8 @@ _MEMORY_KEYS = (
     "gc_pause_usec_99",
     "gc_pause_usec_95",
     "next_gc_bytes",
-    "gc_total_runs",
 )
+_MEMORY_KEYS = (*MEMORY_GAUGES, "gc_total_runs")
 
 
 def version_line(app: str = "nsqd") -> str:

@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_nsq.nsqd.nsqd import NSQD
-from twisted_nsq.nsqd.stats import E2ELatencyTracker, memory_stats, stats_json
+from twisted_nsq.nsqd.stats import MEMORY_GAUGES, E2ELatencyTracker, memory_stats, stats_json
 from twisted_nsq.wire.names import is_ephemeral
 
 log = Logger()
@@ -36,18 +36,6 @@ log = Logger()
 #: The part of C{--statsd-interval} the datagrams of one push are spread over is the interval
 #: minus this many seconds (Go's choice), so a push is done well before the next begins.
 SPREAD_MARGIN = 1.0
-
-#: The C{mem.*} gauges, in the order they are sent; C{mem.gc_runs} (a counter) follows them.
-MEMORY_GAUGES = (
-    "heap_objects",
-    "heap_idle_bytes",
-    "heap_in_use_bytes",
-    "heap_released_bytes",
-    "gc_pause_usec_100",
-    "gc_pause_usec_99",
-    "gc_pause_usec_95",
-    "next_gc_bytes",
-)
 
 
 # -- names ------------------------------------------------------------------------------------
