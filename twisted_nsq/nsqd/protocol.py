@@ -9,6 +9,7 @@ serves and the transport's ``IPushProducer``, so a client that stops reading sto
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections import deque
@@ -127,6 +128,14 @@ def _body_spec(limit: int, code: str, too_big: str, invalid: str) -> BodySpec:
     )
 
 
+@functools.cache
+def _message_body_spec(command: str, limit: int) -> BodySpec:
+    """PUB/MPUB/DPUB's body limit and errors, built once per command and limit."""
+    return _body_spec(
+        limit, E_BAD_MESSAGE, command + " message too big %d > %d", command + " invalid message body size %d"
+    )
+
+
 @implementer(IChannelConsumer, IPushProducer)
 class NSQDProtocol(Protocol):
     """One client connection speaking V2. See the module docstring."""
@@ -145,8 +154,6 @@ class NSQDProtocol(Protocol):
         self._tls_options = tls_options
         self._auth_client = auth_client
         self._tls_required = options.tls_required != "false"
-        # PUB/MPUB/DPUB body limits, built once per command (the options do not change while running).
-        self._message_specs: dict[str, BodySpec] = {}
         self.client_id = nsqd.next_client_id()
         self.state = STATE_INIT
         self.hostname = ""
@@ -716,15 +723,7 @@ class NSQDProtocol(Protocol):
         return name
 
     def _message_spec(self, command: str) -> BodySpec:
-        spec = self._message_specs.get(command)
-        if spec is None:
-            spec = self._message_specs[command] = _body_spec(
-                self._options.max_msg_size,
-                E_BAD_MESSAGE,
-                command + " message too big %d > %d",
-                command + " invalid message body size %d",
-            )
-        return spec
+        return _message_body_spec(command, self._options.max_msg_size)
 
     def _publish(self, code: str, command: str, topic_name: str, bodies: list[bytes], defer: float) -> None:
         try:
